@@ -1,0 +1,372 @@
+// Package bus connects switchboard components to NATS: to an external
+// cluster, or to a JetStream server embedded in the process. It also declares
+// the streams and buckets every service relies on.
+package bus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+)
+
+// Config says how to reach NATS. An empty URL means the embedded server.
+type Config struct {
+	// URL lists one or more servers, comma-separated ("nats://a:4222,nats://b:4222").
+	URL string `yaml:"url"`
+	// Creds is a NATS credentials file (JWT + seed).
+	Creds string `yaml:"creds"`
+	// TokenFile holds a token; Token may come from SB_NATS_TOKEN instead.
+	TokenFile string `yaml:"token_file"`
+	Token     string `yaml:"-"`
+	// TLS client settings; CA alone is enough for server verification.
+	TLS TLSConfig `yaml:"tls"`
+	// Replicas of streams and buckets: 1 for one server, 3 for a cluster.
+	Replicas int `yaml:"replicas"`
+	// Name identifies the connection in the server's monitoring.
+	Name string `yaml:"-"`
+}
+
+// TLSConfig names PEM files for TLS to NATS.
+type TLSConfig struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// LogValue hides the token.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("url", c.URL),
+		slog.String("creds", c.Creds),
+		slog.Bool("token", c.Token != "" || c.TokenFile != ""),
+		slog.Int("replicas", c.Replicas),
+	)
+}
+
+// Validate reports the first wrong key.
+func (c Config) Validate() error {
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("nats.replicas: %d, want 1 to 5", c.Replicas)
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return errors.New("nats.tls: cert and key go together")
+	}
+	if c.Creds != "" && (c.Token != "" || c.TokenFile != "") {
+		return errors.New("nats.creds: use either creds or a token, not both")
+	}
+	return nil
+}
+
+// Connect dials NATS and returns once connected. It reconnects forever
+// afterwards, buffering publishes while disconnected, and logs every
+// disconnect and reconnect.
+func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.ReconnectBufSize(64 << 20),
+		nats.Timeout(5 * time.Second),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			log.Warn("nats disconnected; reconnecting", "error", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats async error", "subject", subj, "error", err)
+		}),
+	}
+	if cfg.Creds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	token := cfg.Token
+	if token == "" && cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read nats token file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token != "" {
+		opts = append(opts, nats.Token(token))
+	}
+	if cfg.TLS.CA != "" {
+		opts = append(opts, nats.RootCAs(cfg.TLS.CA))
+	}
+	if cfg.TLS.Cert != "" {
+		opts = append(opts, nats.ClientCert(cfg.TLS.Cert, cfg.TLS.Key))
+	}
+	type result struct {
+		nc  *nats.Conn
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		nc, err := nats.Connect(cfg.URL, opts...)
+		done <- result{nc, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("connect to nats %s: %w", redact(cfg.URL), r.err)
+		}
+		log.Info("nats connected", "server", r.nc.ConnectedUrlRedacted())
+		return r.nc, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return nil, fmt.Errorf("connect to nats %s: %w", redact(cfg.URL), ctx.Err())
+	}
+}
+
+// redact drops user info from URLs before they reach a log.
+func redact(urls string) string {
+	var out []string
+	for _, u := range strings.Split(urls, ",") {
+		if at := strings.LastIndex(u, "@"); at >= 0 {
+			if i := strings.Index(u, "://"); i >= 0 && i < at {
+				u = u[:i+3] + "[redacted]" + u[at:]
+			}
+		}
+		out = append(out, u)
+	}
+	return strings.Join(out, ",")
+}
+
+// EmbeddedConfig describes the NATS server switchboard starts in-process
+// when no URL is configured.
+type EmbeddedConfig struct {
+	// DataDir holds the JetStream store and the generated credential.
+	DataDir string `yaml:"data_dir"`
+	// Host is where it listens; loopback unless you mean otherwise.
+	Host string `yaml:"host"`
+	// Port to listen on: 4222 by default, -1 for any free port, 0 to not listen
+	// for TCP at all (in-process connections only).
+	Port int `yaml:"port"`
+}
+
+// TokenFileName and URLFileName are written to the data dir, so that
+// `switchboard say` on the same machine finds the embedded server.
+const (
+	TokenFileName = "nats.token"
+	URLFileName   = "nats.url"
+)
+
+// Embedded is a running in-process NATS server.
+type Embedded struct {
+	Server *server.Server
+	// URL clients use to connect.
+	URL string
+	// Token clients must present.
+	Token string
+	dir   string
+}
+
+// RunEmbedded starts a JetStream server in the process, with a random token
+// kept in DataDir/nats.token (mode 0600), and waits until it is ready.
+func RunEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("embedded nats: data_dir is required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("embedded nats: create data dir: %w", err)
+	}
+	token, err := loadOrCreateToken(filepath.Join(cfg.DataDir, TokenFileName))
+	if err != nil {
+		return nil, err
+	}
+	host := cfg.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	o := &server.Options{
+		ServerName:         "switchboard",
+		Host:               host,
+		Port:               cfg.Port,
+		DontListen:         cfg.Port == 0,
+		NoSigs:             true,
+		JetStream:          true,
+		StoreDir:           filepath.Join(cfg.DataDir, "jetstream"),
+		Authorization:      token,
+		MaxPayload:         8 << 20,
+		NoSystemAccount:    false,
+		DisableJetStreamBanner: true,
+	}
+	if cfg.Port == 0 {
+		o.Port = -1
+	}
+	s, err := server.NewServer(o)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	s.SetLoggerV2(slogLogger{log.With("component", "nats-server")}, false, false, false)
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embedded nats: not ready within 10s (is the port in use?)")
+	}
+	e := &Embedded{Server: s, Token: token, dir: cfg.DataDir}
+	if !o.DontListen {
+		addr := s.Addr().(*net.TCPAddr)
+		e.URL = "nats://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+		if err := os.WriteFile(filepath.Join(cfg.DataDir, URLFileName), []byte(e.URL+"\n"), 0o600); err != nil {
+			s.Shutdown()
+			return nil, fmt.Errorf("embedded nats: write url file: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// Connect opens a client connection to the embedded server: in-process
+// when it does not listen, over loopback otherwise.
+func (e *Embedded) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
+	if e.URL == "" {
+		nc, err := nats.Connect("", nats.InProcessServer(e.Server), nats.Token(e.Token), nats.Name(name), nats.MaxReconnects(-1))
+		if err != nil {
+			return nil, fmt.Errorf("connect in-process to embedded nats: %w", err)
+		}
+		return nc, nil
+	}
+	return Connect(ctx, Config{URL: e.URL, Token: e.Token, Name: name}, log)
+}
+
+// Shutdown stops the server and waits for it; the URL file is removed so the
+// CLI does not try a dead server.
+func (e *Embedded) Shutdown() {
+	e.Server.Shutdown()
+	e.Server.WaitForShutdown()
+	os.Remove(filepath.Join(e.dir, URLFileName))
+}
+
+func loadOrCreateToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("embedded nats: read token: %w", err)
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("embedded nats: generate token: %w", err)
+	}
+	t := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("embedded nats: write token: %w", err)
+	}
+	return t, nil
+}
+
+// StreamOptions tune EnsureStreams; zero values take the defaults.
+type StreamOptions struct {
+	// Replicas of every stream and bucket (1 or 3 usually).
+	Replicas int
+	// MaxAge of CHAT posts (default 14 days), EVENTS (30 days), AUDIT (1 year)
+	// and jobs (30 days).
+	ChatMaxAge, EventsMaxAge, AuditMaxAge, JobsMaxAge time.Duration
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.ChatMaxAge == 0 {
+		o.ChatMaxAge = 14 * 24 * time.Hour
+	}
+	if o.EventsMaxAge == 0 {
+		o.EventsMaxAge = 30 * 24 * time.Hour
+	}
+	if o.AuditMaxAge == 0 {
+		o.AuditMaxAge = 365 * 24 * time.Hour
+	}
+	if o.JobsMaxAge == 0 {
+		o.JobsMaxAge = 30 * 24 * time.Hour
+	}
+	return o
+}
+
+// ReplicaLease is how long a replica's entry in sb_replicas lives without a
+// refresh; a replica refreshes it every third of that.
+const ReplicaLease = 6 * time.Second
+
+// EnsureStreams declares the CHAT, EVENTS and AUDIT streams and the sb_jobs
+// and sb_replicas buckets. It is idempotent: every replica calls it at start.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	o = o.withDefaults()
+	streams := []jetstream.StreamConfig{
+		{
+			Name:        wire.StreamChat,
+			Description: "Every post a person sees: replies, progress, notices.",
+			Subjects:    []string{wire.SubjectChatPosts},
+			MaxAge:      o.ChatMaxAge,
+			Duplicates:  2 * time.Minute,
+		},
+		{
+			Name:        wire.StreamEvents,
+			Description: "Events from outside and from services: pages, builds, findings.",
+			Subjects:    []string{wire.SubjectEvents},
+			MaxAge:      o.EventsMaxAge,
+			Duplicates:  2 * time.Minute,
+		},
+		{
+			Name:        wire.StreamAudit,
+			Description: "The audit trail: every request, decision and result.",
+			Subjects:    []string{wire.SubjectAudit},
+			MaxAge:      o.AuditMaxAge,
+			Duplicates:  2 * time.Minute,
+		},
+	}
+	for _, sc := range streams {
+		sc.Replicas = o.Replicas
+		sc.Storage = jetstream.FileStorage
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("declare stream %s: %w", sc.Name, err)
+		}
+	}
+	buckets := []jetstream.KeyValueConfig{
+		{Bucket: wire.BucketJobs, Description: "Jobs by id, and the open ones by service.", TTL: o.JobsMaxAge, History: 1},
+		{Bucket: wire.BucketReplicas, Description: "Live replicas, each a lease.", TTL: ReplicaLease, History: 1, Storage: jetstream.MemoryStorage},
+	}
+	for _, kc := range buckets {
+		kc.Replicas = o.Replicas
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("declare bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// slogLogger adapts nats-server logging to slog.
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
