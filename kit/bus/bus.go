@@ -205,16 +205,16 @@ func RunEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 		host = "127.0.0.1"
 	}
 	o := &server.Options{
-		ServerName:         "switchboard",
-		Host:               host,
-		Port:               cfg.Port,
-		DontListen:         cfg.Port == 0,
-		NoSigs:             true,
-		JetStream:          true,
-		StoreDir:           filepath.Join(cfg.DataDir, "jetstream"),
-		Authorization:      token,
-		MaxPayload:         8 << 20,
-		NoSystemAccount:    false,
+		ServerName:             "switchboard",
+		Host:                   host,
+		Port:                   cfg.Port,
+		DontListen:             cfg.Port == 0,
+		NoSigs:                 true,
+		JetStream:              true,
+		StoreDir:               filepath.Join(cfg.DataDir, "jetstream"),
+		Authorization:          token,
+		MaxPayload:             8 << 20,
+		NoSystemAccount:        false,
 		DisableJetStreamBanner: true,
 	}
 	if cfg.Port == 0 {
@@ -289,6 +289,9 @@ type StreamOptions struct {
 	// MaxAge of CHAT posts (default 14 days), EVENTS (30 days), AUDIT (1 year)
 	// and jobs (30 days).
 	ChatMaxAge, EventsMaxAge, AuditMaxAge, JobsMaxAge time.Duration
+	// ReplicaLease is the TTL of a replica's lease (default ReplicaLease);
+	// command.Options.Lease must match it.
+	ReplicaLease time.Duration
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -306,6 +309,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	}
 	if o.JobsMaxAge == 0 {
 		o.JobsMaxAge = 30 * 24 * time.Hour
+	}
+	if o.ReplicaLease == 0 {
+		o.ReplicaLease = ReplicaLease
 	}
 	return o
 }
@@ -350,7 +356,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	}
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: wire.BucketJobs, Description: "Jobs by id, and the open ones by service.", TTL: o.JobsMaxAge, History: 1},
-		{Bucket: wire.BucketReplicas, Description: "Live replicas, each a lease.", TTL: ReplicaLease, History: 1, Storage: jetstream.MemoryStorage},
+		{Bucket: wire.BucketReplicas, Description: "Live replicas, each a lease.", TTL: o.ReplicaLease, History: 1, Storage: jetstream.MemoryStorage},
 	}
 	for _, kc := range buckets {
 		kc.Replicas = o.Replicas

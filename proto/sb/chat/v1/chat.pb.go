@@ -980,7 +980,9 @@ type ChatReply struct {
 	// The thread that the command's posts go to.
 	Conversation *Conversation `protobuf:"bytes,5,opt,name=conversation,proto3" json:"conversation,omitempty"`
 	// Set when the answer is final: no more posts will follow.
-	Final         bool `protobuf:"varint,6,opt,name=final,proto3" json:"final,omitempty"`
+	Final bool `protobuf:"varint,6,opt,name=final,proto3" json:"final,omitempty"`
+	// For EXISTING: the existing job's state ("running", "succeeded", ...).
+	JobState      string `protobuf:"bytes,7,opt,name=job_state,json=jobState,proto3" json:"job_state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1057,6 +1059,13 @@ func (x *ChatReply) GetFinal() bool {
 	return false
 }
 
+func (x *ChatReply) GetJobState() string {
+	if x != nil {
+		return x.JobState
+	}
+	return ""
+}
+
 var File_sb_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_sb_chat_v1_chat_proto_rawDesc = "" +
@@ -1120,7 +1129,7 @@ const file_sb_chat_v1_chat_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12<\n" +
 	"\fconversation\x18\x02 \x01(\v2\x18.sb.chat.v1.ConversationR\fconversation\x12,\n" +
 	"\x06author\x18\x03 \x01(\v2\x14.sb.chat.v1.IdentityR\x06author\x12\x12\n" +
-	"\x04text\x18\x04 \x01(\tR\x04text\"\xe2\x01\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"\xff\x01\n" +
 	"\tChatReply\x121\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x19.sb.chat.v1.IngressStatusR\x06status\x12\x1d\n" +
 	"\n" +
@@ -1128,7 +1137,8 @@ const file_sb_chat_v1_chat_proto_rawDesc = "" +
 	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12<\n" +
 	"\fconversation\x18\x05 \x01(\v2\x18.sb.chat.v1.ConversationR\fconversation\x12\x14\n" +
-	"\x05final\x18\x06 \x01(\bR\x05final*s\n" +
+	"\x05final\x18\x06 \x01(\bR\x05final\x12\x1b\n" +
+	"\tjob_state\x18\a \x01(\tR\bjobState*s\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fKIND_MESSAGE\x10\x01\x12\x11\n" +

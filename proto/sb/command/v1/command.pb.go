@@ -320,7 +320,9 @@ type CommandRequest struct {
 	// Free text after "--" (the reason, a summary, a note).
 	Text string `protobuf:"bytes,11,opt,name=text,proto3" json:"text,omitempty"`
 	// The adapter's id of the message that carried the command.
-	MessageId     string `protobuf:"bytes,12,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	MessageId string `protobuf:"bytes,12,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// When the chat ingress sent it (ping reports the latency from it).
+	SentAt        *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -437,6 +439,13 @@ func (x *CommandRequest) GetMessageId() string {
 		return x.MessageId
 	}
 	return ""
+}
+
+func (x *CommandRequest) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
 }
 
 // CommandAck is the reply on the request subject. Results come later as
@@ -1098,7 +1107,7 @@ var File_sb_command_v1_command_proto protoreflect.FileDescriptor
 
 const file_sb_command_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsb/command/v1/command.proto\x12\rsb.command.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15sb/chat/v1/chat.proto\"\xca\x04\n" +
+	"\x1bsb/command/v1/command.proto\x12\rsb.command.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15sb/chat/v1/chat.proto\"\xff\x04\n" +
 	"\x0eCommandRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\trequester\x18\x02 \x01(\v2\x14.sb.chat.v1.IdentityR\trequester\x12\x16\n" +
@@ -1113,7 +1122,8 @@ const file_sb_command_v1_command_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x12\n" +
 	"\x04text\x18\v \x01(\tR\x04text\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\f \x01(\tR\tmessageId\x1a7\n" +
+	"message_id\x18\f \x01(\tR\tmessageId\x123\n" +
+	"\asent_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x1a7\n" +
 	"\tArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
@@ -1259,26 +1269,27 @@ var file_sb_command_v1_command_proto_depIdxs = []int32{
 	10, // 2: sb.command.v1.CommandRequest.args:type_name -> sb.command.v1.CommandRequest.ArgsEntry
 	11, // 3: sb.command.v1.CommandRequest.flags:type_name -> sb.command.v1.CommandRequest.FlagsEntry
 	14, // 4: sb.command.v1.CommandRequest.deadline:type_name -> google.protobuf.Timestamp
-	0,  // 5: sb.command.v1.CommandAck.status:type_name -> sb.command.v1.AckStatus
-	6,  // 6: sb.command.v1.CommandAck.job:type_name -> sb.command.v1.Job
-	1,  // 7: sb.command.v1.Job.state:type_name -> sb.command.v1.JobState
-	12, // 8: sb.command.v1.Job.requester:type_name -> sb.chat.v1.Identity
-	13, // 9: sb.command.v1.Job.conversation:type_name -> sb.chat.v1.Conversation
-	4,  // 10: sb.command.v1.Job.request:type_name -> sb.command.v1.CommandRequest
-	14, // 11: sb.command.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	14, // 12: sb.command.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	14, // 13: sb.command.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	12, // 14: sb.command.v1.Job.cancelled_by:type_name -> sb.chat.v1.Identity
-	2,  // 15: sb.command.v1.ArgSpec.type:type_name -> sb.command.v1.ArgType
-	2,  // 16: sb.command.v1.FlagSpec.type:type_name -> sb.command.v1.ArgType
-	7,  // 17: sb.command.v1.CommandSpec.args:type_name -> sb.command.v1.ArgSpec
-	8,  // 18: sb.command.v1.CommandSpec.flags:type_name -> sb.command.v1.FlagSpec
-	3,  // 19: sb.command.v1.CommandSpec.confirm:type_name -> sb.command.v1.ConfirmPolicy
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	14, // 5: sb.command.v1.CommandRequest.sent_at:type_name -> google.protobuf.Timestamp
+	0,  // 6: sb.command.v1.CommandAck.status:type_name -> sb.command.v1.AckStatus
+	6,  // 7: sb.command.v1.CommandAck.job:type_name -> sb.command.v1.Job
+	1,  // 8: sb.command.v1.Job.state:type_name -> sb.command.v1.JobState
+	12, // 9: sb.command.v1.Job.requester:type_name -> sb.chat.v1.Identity
+	13, // 10: sb.command.v1.Job.conversation:type_name -> sb.chat.v1.Conversation
+	4,  // 11: sb.command.v1.Job.request:type_name -> sb.command.v1.CommandRequest
+	14, // 12: sb.command.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	14, // 13: sb.command.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 14: sb.command.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	12, // 15: sb.command.v1.Job.cancelled_by:type_name -> sb.chat.v1.Identity
+	2,  // 16: sb.command.v1.ArgSpec.type:type_name -> sb.command.v1.ArgType
+	2,  // 17: sb.command.v1.FlagSpec.type:type_name -> sb.command.v1.ArgType
+	7,  // 18: sb.command.v1.CommandSpec.args:type_name -> sb.command.v1.ArgSpec
+	8,  // 19: sb.command.v1.CommandSpec.flags:type_name -> sb.command.v1.FlagSpec
+	3,  // 20: sb.command.v1.CommandSpec.confirm:type_name -> sb.command.v1.ConfirmPolicy
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_sb_command_v1_command_proto_init() }

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startSwitchboard runs the all-in-one binary's run() on free ports with a
+// fresh data dir, as `go run ./cmd/switchboard` does, and returns its env.
+func startSwitchboard(t *testing.T) func(string) string {
+	t.Helper()
+	dir := t.TempDir()
+	env := map[string]string{
+		"SB_DATA_DIR":          dir,
+		"SB_EMBEDDED_PORT":     "-1",
+		"SB_CHAT_CONSOLE_ADDR": "127.0.0.1:0",
+		"SB_METRICS_ADDR":      "127.0.0.1:0",
+		"HOME":                 dir,
+	}
+	getenv := func(k string) string { return env[k] }
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"switchboard"}, getenv, nil, &out, &errOut) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("switchboard did not stop within 20s")
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(out.String(), "switchboard is ready") {
+		select {
+		case code := <-done:
+			t.Fatalf("switchboard exited with %d before it was ready:\n%s", code, errOut.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("switchboard not ready in 15s:\n%s", errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nats.token")); err != nil {
+		t.Fatalf("no generated credential in the data dir: %v", err)
+	}
+	return getenv
+}
+
+func runSay(t *testing.T, getenv func(string) string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := run(ctx, append([]string{"switchboard", "say"}, args...), getenv, nil, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestSayExitCodes(t *testing.T) {
+	getenv := startSwitchboard(t)
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		inOutput string
+	}{
+		{"ping goes through a service and back", []string{"ping"}, exitOK, "pong from sys replica"},
+		{"help lists the built-in and discovered commands", []string{"help"}, exitOK, "ping"},
+		{"an unknown command is a usage error with a suggestion", []string{"pnig"}, exitUsage, "Did you mean `ping`?"},
+		{"unbalanced quotes are a usage error", []string{`job "abc`}, exitUsage, "unclosed"},
+		{"a wrong argument type is a usage error", []string{"job", "nothex"}, exitUsage, "nothex"},
+		{"a missing argument is a usage error", []string{"job"}, exitUsage, "id"},
+		{"a job that does not exist is a failure", []string{"job", "0123456789ab"}, exitFailed, "no job 0123456789ab"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runSay(t, getenv, tt.args...)
+			if code != tt.code || !strings.Contains(out+errOut, tt.inOutput) {
+				t.Fatalf("say %v: exit %d, output %q %q; want exit %d and %q", tt.args, code, out, errOut, tt.code, tt.inOutput)
+			}
+		})
+	}
+}

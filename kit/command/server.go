@@ -1,0 +1,723 @@
+// Package command serves a service's commands as NATS micro endpoints on
+// sb.cmd.<service>.<verb>, each endpoint's metadata carrying its CommandSpec
+// so the chat discovers it, and runs every request exactly once as a job.
+//
+// Around each handler it does, once for every service: decode and validate
+// the request against the spec; create the job with KV Create (a duplicate
+// gets the existing job); acknowledge at once; run the handler in a goroutine
+// under the server's context with a recover; record the final state with a
+// compare-and-set; post the answer to the thread; write the audit trail.
+// Replicas hold a lease in sb_replicas; a replica finds the open jobs of a
+// dead one and resumes them (resumable commands) or fails them, and says so
+// in the thread.
+package command
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	auditv1 "github.com/switchboard-ops/switchboard/proto/sb/audit/v1"
+	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
+	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+
+	"github.com/switchboard-ops/switchboard/kit/bus"
+	"github.com/switchboard-ops/switchboard/kit/emit"
+	"github.com/switchboard-ops/switchboard/kit/jobs"
+	"github.com/switchboard-ops/switchboard/kit/spec"
+)
+
+// Handler runs one job. Returning nil means succeeded (with the answer set
+// by job.Done); a UserError means failed with its message; any other error
+// means failed with "internal error" and the trace id.
+type Handler func(ctx context.Context, job *Job) error
+
+// Command is a spec and the handler that runs it.
+type Command struct {
+	Spec *commandv1.CommandSpec
+	Run  Handler
+}
+
+// MetadataSpec is the endpoint metadata key that carries the protojson spec.
+const MetadataSpec = "sb.spec"
+
+// Options configure Serve.
+type Options struct {
+	// Service name: the <service> in sb.cmd.<service>.<verb>.
+	Service     string
+	Version     string
+	Description string
+	// Instance id of this replica; random when empty.
+	Instance string
+	Log      *slog.Logger
+	// Tracer provider; no tracing when nil.
+	Tracing trace.TracerProvider
+	// Lease is how long a replica counts as alive without renewing; the
+	// default is bus.ReplicaLease, which the sb_replicas bucket's TTL sets.
+	Lease time.Duration
+	// StopGrace is how long Stop waits for running jobs before leaving them
+	// to be taken over (default 10s).
+	StopGrace time.Duration
+}
+
+// Server is a running set of command endpoints of one service replica.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	tracer   trace.Tracer
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	store    *jobs.Store
+	replicas jetstream.KeyValue
+	svc      micro.Service
+	cmds     map[string]Command // by spec name
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup // running jobs
+	bg     sync.WaitGroup // the lease and scan loop
+
+	mu          sync.Mutex
+	running     map[string]context.CancelCauseFunc
+	connectedAt time.Time
+	suspects    map[string]time.Time // owner → first seen without a lease
+	orphans     map[string]time.Time // open markers seen without a job
+	cancelSub   *nats.Subscription
+}
+
+// Serve registers the commands as micro endpoints and starts serving. The
+// streams and buckets must exist (bus.EnsureStreams). Call Stop to end.
+func Serve(ctx context.Context, nc *nats.Conn, cmds []Command, o Options) (*Server, error) {
+	if o.Service == "" {
+		return nil, errors.New("serve commands: service name is required")
+	}
+	if o.Instance == "" {
+		o.Instance = emit.NewID()[:12]
+	}
+	if o.Version == "" {
+		o.Version = "0.1.0"
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Tracing == nil {
+		o.Tracing = noop.NewTracerProvider()
+	}
+	if o.Lease == 0 {
+		o.Lease = bus.ReplicaLease
+	}
+	if o.StopGrace == 0 {
+		o.StopGrace = 10 * time.Second
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("serve %s: jetstream: %w", o.Service, err)
+	}
+	store, err := jobs.Open(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("serve %s: %w", o.Service, err)
+	}
+	replicas, err := js.KeyValue(ctx, wire.BucketReplicas)
+	if err != nil {
+		return nil, fmt.Errorf("serve %s: open bucket %s: %w", o.Service, wire.BucketReplicas, err)
+	}
+	sctx, cancel := context.WithCancelCause(context.Background())
+	s := &Server{
+		opts:        o,
+		log:         o.Log.With("service", o.Service, "instance", o.Instance),
+		tracer:      o.Tracing.Tracer("switchboard/kit/command"),
+		nc:          nc,
+		js:          js,
+		store:       store,
+		replicas:    replicas,
+		cmds:        map[string]Command{},
+		ctx:         sctx,
+		cancel:      cancel,
+		running:     map[string]context.CancelCauseFunc{},
+		connectedAt: time.Now(),
+		suspects:    map[string]time.Time{},
+		orphans:     map[string]time.Time{},
+	}
+	for _, c := range cmds {
+		if err := checkSpec(c.Spec); err != nil {
+			cancel(nil)
+			return nil, fmt.Errorf("serve %s: %w", o.Service, err)
+		}
+		c.Spec = proto.Clone(c.Spec).(*commandv1.CommandSpec)
+		c.Spec.Service = o.Service
+		if c.Spec.Subject == "" {
+			c.Spec.Subject = wire.CommandSubject(o.Service, verb(o.Service, c.Spec.Name))
+		}
+		s.cmds[c.Spec.Name] = c
+	}
+	if err := s.renewLease(ctx); err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	s.cancelSub, err = nc.Subscribe(wire.SubjectJobCancelPrefix+".*", s.onCancel)
+	if err != nil {
+		cancel(nil)
+		return nil, fmt.Errorf("serve %s: subscribe to cancel notices: %w", o.Service, err)
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        o.Service,
+		Version:     o.Version,
+		Description: o.Description,
+		Metadata:    map[string]string{"instance": o.Instance},
+	})
+	if err != nil {
+		s.cancelSub.Unsubscribe()
+		cancel(nil)
+		return nil, fmt.Errorf("serve %s: add micro service: %w", o.Service, err)
+	}
+	s.svc = svc
+	for _, c := range s.cmds {
+		meta, err := wire.Marshal(c.Spec)
+		if err != nil {
+			s.Stop(ctx)
+			return nil, fmt.Errorf("serve %s: encode spec %s: %w", o.Service, c.Spec.Name, err)
+		}
+		err = svc.AddEndpoint(endpointName(c.Spec.Name), s.handle(c),
+			micro.WithEndpointSubject(c.Spec.Subject),
+			micro.WithEndpointMetadata(map[string]string{MetadataSpec: string(meta)}))
+		if err != nil {
+			s.Stop(ctx)
+			return nil, fmt.Errorf("serve %s: add endpoint %s: %w", o.Service, c.Spec.Name, err)
+		}
+	}
+	s.bg.Add(1)
+	go s.maintain()
+	s.log.Info("serving commands", "commands", len(s.cmds))
+	return s, nil
+}
+
+// Instance is this replica's id.
+func (s *Server) Instance() string { return s.opts.Instance }
+
+// Stop stops taking requests, waits up to StopGrace for running jobs, and
+// then leaves the rest open for another replica to take over.
+func (s *Server) Stop(ctx context.Context) {
+	if s.svc != nil {
+		s.svc.Stop()
+	}
+	if s.cancelSub != nil {
+		s.cancelSub.Unsubscribe()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.mu.Lock()
+		n := len(s.running)
+		s.mu.Unlock()
+		if n > 0 {
+			s.log.Info("waiting for running jobs", "jobs", n, "grace", s.opts.StopGrace)
+		}
+		s.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(s.opts.StopGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	s.cancel(errShutdown)
+	<-done
+	s.bg.Wait()
+	dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.replicas.Delete(dctx, leaseKey(s.opts.Service, s.opts.Instance))
+}
+
+func checkSpec(sp *commandv1.CommandSpec) error {
+	if sp == nil || strings.TrimSpace(sp.Name) == "" {
+		return errors.New("command without a name")
+	}
+	if sp.Usage == "" || sp.Example == "" || sp.Summary == "" {
+		return fmt.Errorf("command %q needs usage, summary and an example", sp.Name)
+	}
+	if sp.Mutating && !sp.SupportsDryRun {
+		return fmt.Errorf("command %q changes state and must support --dry-run", sp.Name)
+	}
+	return nil
+}
+
+// verb is the last word of a command name ("lb drain" → "drain"); a
+// one-word command is its own verb ("deploy" → "deploy").
+func verb(service, name string) string {
+	f := strings.Fields(name)
+	if len(f) > 1 && f[0] == service {
+		return strings.Join(f[1:], "_")
+	}
+	return strings.Join(f, "_")
+}
+
+func endpointName(name string) string { return strings.Join(strings.Fields(name), "_") }
+
+func leaseKey(service, instance string) string {
+	return wire.Token(service) + "." + wire.Token(instance)
+}
+
+// handle is the micro handler of one command. micro delivers one message at
+// a time per endpoint and does not recover panics, so it only validates,
+// creates the job and acknowledges; the work runs in a goroutine.
+func (s *Server) handle(c Command) micro.HandlerFunc {
+	return func(r micro.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic accepting command", "command", c.Spec.Name, "panic", p, "stack", string(debug.Stack()))
+				r.Error("500", "internal error", nil)
+			}
+		}()
+		ctx := propagation.TraceContext{}.Extract(s.ctx, propagation.HeaderCarrier(r.Headers()))
+		ctx, span := s.tracer.Start(ctx, "command accept "+c.Spec.Name, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("sb.command", c.Spec.Name), attribute.String("sb.service", s.opts.Service)))
+		defer span.End()
+		ack := s.accept(ctx, c, r.Data())
+		span.SetAttributes(attribute.String("sb.ack", ack.GetStatus().String()), attribute.String("sb.job_id", ack.GetJobId()))
+		data, err := wire.Marshal(ack)
+		if err != nil {
+			r.Error("500", "encode ack", nil)
+			return
+		}
+		if err := r.Respond(data, micro.WithHeaders(micro.Headers{wire.HeaderContentType: {wire.ContentTypeJSON}})); err != nil {
+			s.log.Warn("respond to command request", "command", c.Spec.Name, "error", err)
+		}
+	}
+}
+
+func (s *Server) accept(ctx context.Context, c Command, data []byte) *commandv1.CommandAck {
+	reject := func(reason string) *commandv1.CommandAck {
+		return &commandv1.CommandAck{Status: commandv1.AckStatus_ACK_STATUS_REJECTED, Reason: reason}
+	}
+	var req commandv1.CommandRequest
+	if err := wire.Unmarshal(data, &req); err != nil {
+		return reject("the request could not be decoded: " + err.Error())
+	}
+	if req.GetId() == "" {
+		return reject("the request has no command id")
+	}
+	if req.GetConversation().GetAdapter() == "" || req.GetConversation().GetChannel() == "" {
+		return reject("the request has no conversation to answer in")
+	}
+	if req.GetCommand() != c.Spec.Name {
+		return reject(fmt.Sprintf("request for %q sent to the endpoint of %q", req.GetCommand(), c.Spec.Name))
+	}
+	if err := spec.Validate(c.Spec, &req); err != nil {
+		return reject(err.Error())
+	}
+	if d := req.GetDeadline(); d != nil && d.AsTime().Before(time.Now()) {
+		return reject("the request's deadline passed before it arrived")
+	}
+	now := timestamppb.Now()
+	traceID := trace.SpanContextFromContext(ctx).TraceID()
+	rec := &commandv1.Job{
+		Id:           wire.JobID(req.GetId()),
+		CommandId:    req.GetId(),
+		Service:      s.opts.Service,
+		Command:      c.Spec.Name,
+		State:        commandv1.JobState_JOB_STATE_RUNNING,
+		Requester:    req.GetRequester(),
+		Conversation: req.GetConversation(),
+		Request:      &req,
+		Owner:        s.opts.Instance,
+		Attempt:      1,
+		CreatedAt:    now,
+		UpdatedAt:    now,
+		DryRun:       req.GetDryRun(),
+	}
+	if traceID.IsValid() {
+		rec.TraceId = traceID.String()
+	}
+	_, existing, err := s.store.Create(ctx, rec)
+	if errors.Is(err, jobs.ErrExists) {
+		return &commandv1.CommandAck{Status: commandv1.AckStatus_ACK_STATUS_EXISTING, JobId: existing.GetId(), Job: existing,
+			Reason: fmt.Sprintf("this command was already received as job %s (%s)", existing.GetId(), stateWord(existing.GetState()))}
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "create job", "command", c.Spec.Name, "command_id", req.GetId(), "error", err)
+		return reject("the job could not be recorded (the bus may be unavailable); nothing was done — try again")
+	}
+	s.start(trace.ContextWithSpanContext(s.ctx, trace.SpanContextFromContext(ctx)), c, rec)
+	return &commandv1.CommandAck{Status: commandv1.AckStatus_ACK_STATUS_ACCEPTED, JobId: rec.GetId(), Job: rec}
+}
+
+func stateWord(st commandv1.JobState) string {
+	return strings.ToLower(strings.TrimPrefix(st.String(), "JOB_STATE_"))
+}
+
+// start registers a job as running here before its goroutine starts, so a
+// concurrent scan never mistakes it for an orphan.
+func (s *Server) start(parent context.Context, c Command, rec *commandv1.Job) {
+	jctx, cancel := context.WithCancelCause(parent)
+	s.mu.Lock()
+	s.running[rec.GetId()] = cancel
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.run(jctx, cancel, c, rec)
+}
+
+// run executes a job the server owns at revision rev and records its end.
+func (s *Server) run(jctx context.Context, cancel context.CancelCauseFunc, c Command, rec *commandv1.Job) {
+	defer s.wg.Done()
+	defer cancel(nil)
+	ctx, span := s.tracer.Start(context.WithoutCancel(jctx), "command run "+c.Spec.Name,
+		trace.WithAttributes(attribute.String("sb.job_id", rec.GetId()), attribute.Int("sb.attempt", int(rec.GetAttempt()))))
+	defer span.End()
+	jctx = trace.ContextWithSpan(jctx, span)
+	defer func() {
+		s.mu.Lock()
+		delete(s.running, rec.GetId())
+		s.mu.Unlock()
+	}()
+	log := s.log.With("command", c.Spec.Name, "job_id", rec.GetId(), "command_id", rec.GetCommandId())
+	job := &Job{srv: s, rec: rec, spec: c.Spec, traceID: rec.GetTraceId(), seq: rec.GetPosts()}
+	if rec.GetAttempt() == 1 {
+		s.audit(ctx, rec, auditv1.Stage_STAGE_ACCEPTED, "accepted", "")
+	}
+
+	err := safeRun(jctx, c.Run, job, log)
+	cause := context.Cause(jctx)
+	if errors.Is(cause, errShutdown) && s.ctx.Err() != nil {
+		// Leave the job open: another replica takes it over.
+		log.Warn("job interrupted by shutdown; left for another replica", "error", err)
+		return
+	}
+	state := commandv1.JobState_JOB_STATE_SUCCEEDED
+	post := job.takeResult()
+	if post == nil {
+		post = &chatv1.ChatPost{Text: "Done."}
+	}
+	post.Kind = chatv1.Kind_KIND_RESULT
+	post.Reaction = chatv1.Reaction_REACTION_SUCCEEDED
+	outcome := "succeeded"
+	switch {
+	case err == nil:
+	case errors.Is(cause, ErrCancelled):
+		state, outcome = commandv1.JobState_JOB_STATE_CANCELLED, "cancelled"
+		post = &chatv1.ChatPost{Kind: chatv1.Kind_KIND_ERROR, Reaction: chatv1.Reaction_REACTION_FAILED,
+			Text: "Cancelled: " + c.Spec.Name + " stopped on request."}
+	default:
+		state, outcome = commandv1.JobState_JOB_STATE_FAILED, "failed"
+		msg, ok := IsUserError(err)
+		if !ok {
+			log.ErrorContext(ctx, "command failed", "error", err)
+			span.RecordError(err)
+			msg = fmt.Sprintf("internal error while running %s (%s); the operators can find the details in the logs", c.Spec.Name, traceRef(job))
+		}
+		post = &chatv1.ChatPost{Kind: chatv1.Kind_KIND_ERROR, Reaction: chatv1.Reaction_REACTION_FAILED, Text: msg}
+	}
+	if state == commandv1.JobState_JOB_STATE_FAILED {
+		span.SetStatus(codes.Error, post.GetText())
+	}
+	s.finish(ctx, job, state, post, outcome, log)
+}
+
+// traceRef is what a person quotes to the operators about a failed job.
+func traceRef(job *Job) string {
+	if job.traceID == "" {
+		return "job " + job.ID()
+	}
+	return "job " + job.ID() + ", trace " + job.traceID
+}
+
+func safeRun(ctx context.Context, h Handler, job *Job, log *slog.Logger) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("panic in command handler", "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return h(ctx, job)
+}
+
+// finish records the final state and then posts the answer and audits it.
+// Writes use the server's context so that a cancelled job still records its
+// end; they retry while the bus reconnects.
+func (s *Server) finish(ctx context.Context, job *Job, state commandv1.JobState, post *chatv1.ChatPost, outcome string, log *slog.Logger) {
+	wctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(context.WithoutCancel(ctx), trace.SpanContextFromContext(ctx)), 2*time.Minute)
+	defer cancel()
+	seq := job.nextSeq()
+	var final *commandv1.Job
+	for attempt := 0; ; attempt++ {
+		var err error
+		final, err = s.store.Modify(wctx, job.ID(), func(j *commandv1.Job) bool {
+			if j.GetOwner() != s.opts.Instance || jobs.Terminal(j.GetState()) {
+				return false // another replica took it over, or it ended already
+			}
+			now := timestamppb.Now()
+			j.State = state
+			j.Result = post.GetText()
+			j.UpdatedAt = now
+			j.FinishedAt = now
+			j.Posts = seq
+			return true
+		})
+		if err == nil {
+			break
+		}
+		if wctx.Err() != nil {
+			log.Error("record job end; giving up, the job stays open for take-over", "error", err)
+			return
+		}
+		log.Warn("record job end; retrying", "error", err, "attempt", attempt)
+		time.Sleep(backoff(attempt))
+	}
+	if final.GetOwner() != s.opts.Instance || final.GetState() != state {
+		log.Warn("job was taken over by another replica before it ended here; its answer is not posted twice", "owner", final.GetOwner())
+		return
+	}
+	s.fillPost(job, post, seq)
+	if _, err := emit.Post(wctx, s.js, post); err != nil {
+		log.Error("post job result", "error", err)
+	}
+	s.audit(wctx, final, auditv1.Stage_STAGE_RESULT, outcome, post.GetText())
+}
+
+func backoff(attempt int) time.Duration {
+	d := 100 * time.Millisecond << min(attempt, 4)
+	return min(d, 2*time.Second)
+}
+
+func (s *Server) fillPost(job *Job, p *chatv1.ChatPost, seq uint32) {
+	rec := job.rec
+	p.Id = fmt.Sprintf("%s-%d-%d", rec.GetId(), rec.GetAttempt(), seq)
+	p.Conversation = rec.GetConversation()
+	p.CommandId = rec.GetCommandId()
+	p.JobId = rec.GetId()
+	p.Seq = seq
+	p.TraceId = job.traceID
+	p.ReplyTo = rec.GetRequest().GetMessageId()
+	if p.Author == nil {
+		p.Author = &chatv1.Identity{Id: "service:" + s.opts.Service, Name: s.opts.Service, Automation: true}
+	}
+	if p.Kind == chatv1.Kind_KIND_UNSPECIFIED {
+		p.Kind = chatv1.Kind_KIND_PROGRESS
+	}
+}
+
+func (s *Server) audit(ctx context.Context, j *commandv1.Job, stage auditv1.Stage, outcome, detail string) {
+	rec := &auditv1.Record{
+		Id:           fmt.Sprintf("%s-%d-%s", j.GetId(), j.GetAttempt(), outcome),
+		Stage:        stage,
+		Identity:     j.GetRequester(),
+		Conversation: j.GetConversation(),
+		CommandId:    j.GetCommandId(),
+		JobId:        j.GetId(),
+		Command:      j.GetCommand(),
+		Raw:          j.GetRequest().GetRaw(),
+		Outcome:      outcome,
+		Detail:       detail,
+		Service:      s.opts.Service,
+		Instance:     s.opts.Instance,
+		TraceId:      j.GetTraceId(),
+		DryRun:       j.GetDryRun(),
+	}
+	if _, err := emit.Audit(ctx, s.js, rec); err != nil {
+		s.log.Error("write audit record", "job_id", j.GetId(), "stage", stage.String(), "error", err)
+	}
+}
+
+// onCancel stops a job this replica runs when "cancel <job>" asks for it.
+func (s *Server) onCancel(m *nats.Msg) {
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	s.mu.Lock()
+	cancel, ok := s.running[id]
+	s.mu.Unlock()
+	if ok {
+		s.log.Info("cancelling job on request", "job_id", id)
+		cancel(ErrCancelled)
+	}
+}
+
+// maintain renews this replica's lease and looks for open jobs whose owner
+// has lost its lease.
+func (s *Server) maintain() {
+	defer s.bg.Done()
+	renew := time.NewTicker(s.opts.Lease / 3)
+	defer renew.Stop()
+	// Scan soon after start (a restarted replica fails or resumes what it
+	// left), then every half lease with jitter so replicas do not collide.
+	scan := time.NewTimer(time.Duration(rand.Int64N(int64(s.opts.Lease / 4))))
+	defer scan.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-renew.C:
+			ctx, cancel := context.WithTimeout(s.ctx, s.opts.Lease/3)
+			if err := s.renewLease(ctx); err != nil {
+				s.log.Warn("renew replica lease", "error", err)
+			}
+			cancel()
+		case <-scan.C:
+			ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+			s.scan(ctx)
+			cancel()
+			scan.Reset(s.opts.Lease/2 + time.Duration(rand.Int64N(int64(s.opts.Lease/4))))
+		}
+	}
+}
+
+func (s *Server) renewLease(ctx context.Context) error {
+	if !s.nc.IsConnected() {
+		s.mu.Lock()
+		s.connectedAt = time.Time{}
+		s.mu.Unlock()
+		return errors.New("not connected")
+	}
+	s.mu.Lock()
+	if s.connectedAt.IsZero() {
+		s.connectedAt = time.Now()
+	}
+	s.mu.Unlock()
+	if _, err := s.replicas.Put(ctx, leaseKey(s.opts.Service, s.opts.Instance), []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return fmt.Errorf("renew lease of %s: %w", s.opts.Instance, err)
+	}
+	return nil
+}
+
+// scan takes over the open jobs of replicas that lost their lease. Judging
+// another replica dead is only safe when this one has itself been connected
+// for two leases (after a NATS outage every lease has lapsed and must be
+// renewed first) and the owner's lease was missing in two scans a lease
+// apart.
+func (s *Server) scan(ctx context.Context) {
+	s.mu.Lock()
+	stable := !s.connectedAt.IsZero() && time.Since(s.connectedAt) >= 2*s.opts.Lease
+	s.mu.Unlock()
+	ids, err := s.store.OpenIDs(ctx, s.opts.Service)
+	if err != nil {
+		s.log.Warn("scan open jobs", "error", err)
+		return
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		s.mu.Lock()
+		_, mine := s.running[id]
+		s.mu.Unlock()
+		if mine {
+			continue
+		}
+		rec, rev, err := s.store.Get(ctx, id)
+		if errors.Is(err, jobs.ErrNotFound) {
+			// A marker whose job was never created: the creator died between
+			// the two writes, or lost the race to another replica's create.
+			// It may also be a create in flight right now, so drop it only
+			// when a later scan finds it again.
+			s.mu.Lock()
+			if _, ok := s.orphans[id]; ok {
+				delete(s.orphans, id)
+				s.mu.Unlock()
+				s.store.Close(ctx, s.opts.Service, id)
+				continue
+			}
+			s.orphans[id] = time.Now()
+			s.mu.Unlock()
+			continue
+		}
+		if err != nil {
+			s.log.Warn("scan: read job", "job_id", id, "error", err)
+			continue
+		}
+		if jobs.Terminal(rec.GetState()) {
+			s.store.Close(ctx, s.opts.Service, id)
+			continue
+		}
+		owner := rec.GetOwner()
+		if owner != s.opts.Instance {
+			if !stable {
+				continue
+			}
+			seen[owner] = true
+			if s.alive(ctx, owner) {
+				continue
+			}
+			s.mu.Lock()
+			first, ok := s.suspects[owner]
+			if !ok {
+				s.suspects[owner] = time.Now()
+			}
+			s.mu.Unlock()
+			if !ok || time.Since(first) < s.opts.Lease {
+				continue
+			}
+		}
+		s.takeOver(ctx, rec, rev)
+	}
+	s.mu.Lock()
+	for o := range s.suspects {
+		if !seen[o] {
+			delete(s.suspects, o)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) alive(ctx context.Context, instance string) bool {
+	_, err := s.replicas.Get(ctx, leaseKey(s.opts.Service, instance))
+	return err == nil || !errors.Is(err, jetstream.ErrKeyNotFound)
+}
+
+// takeOver claims a job of a dead replica (or of this replica's previous
+// life) and resumes it when its command is resumable, or fails it.
+func (s *Server) takeOver(ctx context.Context, rec *commandv1.Job, rev uint64) {
+	log := s.log.With("job_id", rec.GetId(), "command", rec.GetCommand(), "previous_owner", rec.GetOwner())
+	c, ok := s.cmds[rec.GetCommand()]
+	if !ok {
+		log.Warn("open job of a command this replica does not serve; leaving it")
+		return
+	}
+	prev := rec.GetOwner()
+	rec.Owner = s.opts.Instance
+	rec.Attempt++
+	rec.UpdatedAt = timestamppb.Now()
+	_, err := s.store.Update(ctx, rec, rev)
+	if errors.Is(err, jobs.ErrConflict) {
+		return // another replica claimed it first
+	}
+	if err != nil {
+		log.Warn("claim job of a dead replica", "error", err)
+		return
+	}
+	pctx := s.ctx
+	if tid, err := trace.TraceIDFromHex(rec.GetTraceId()); err == nil {
+		// Continue the command's trace, so the take-over shows in it.
+		pctx = trace.ContextWithSpanContext(s.ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: trace.SpanID{1}, Remote: true}))
+	}
+	job := &Job{srv: s, rec: rec, spec: c.Spec, traceID: rec.GetTraceId(), seq: rec.GetPosts() + 100*(rec.GetAttempt()-1)}
+	if c.Spec.GetResumable() && !rec.GetCancelRequested() {
+		log.Warn("resuming job of a replica that stopped")
+		job.Post(pctx, &chatv1.ChatPost{Kind: chatv1.Kind_KIND_NOTICE,
+			Text: fmt.Sprintf("Replica %s stopped while running this job; replica %s is resuming it (attempt %d).", prev, s.opts.Instance, rec.GetAttempt())})
+		s.start(pctx, c, rec)
+		return
+	}
+	log.Warn("failing job of a replica that stopped")
+	state, outcome := commandv1.JobState_JOB_STATE_FAILED, "failed"
+	text := fmt.Sprintf("Replica %s stopped while running this job, and %s cannot be resumed safely, so it was marked failed. "+
+		"It may have been partly done: check the state before running it again.", prev, c.Spec.Name)
+	if rec.GetCancelRequested() {
+		state, outcome = commandv1.JobState_JOB_STATE_CANCELLED, "cancelled"
+		text = fmt.Sprintf("Replica %s stopped while running this job after a cancel was asked; it is marked cancelled.", prev)
+	}
+	s.finish(pctx, job, state, &chatv1.ChatPost{Kind: chatv1.Kind_KIND_ERROR, Reaction: chatv1.Reaction_REACTION_FAILED, Text: text}, outcome, log)
+}

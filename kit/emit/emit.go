@@ -1,0 +1,129 @@
+// Package emit publishes switchboard's three kinds of durable messages —
+// chat posts, events and audit records — to their JetStream streams, with
+// the headers every consumer relies on (content type, message type, command
+// id, trace context) and a message id for JetStream's duplicate detection.
+package emit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	auditv1 "github.com/switchboard-ops/switchboard/proto/sb/audit/v1"
+	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
+	eventv1 "github.com/switchboard-ops/switchboard/proto/sb/event/v1"
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+)
+
+// Publisher is the part of jetstream.JetStream that emit needs.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// Post publishes p to the CHAT stream under its conversation's subject.
+// p.Id must be set (it is the duplicate-detection id); CreatedAt is filled in
+// when empty. It returns the stream sequence.
+func Post(ctx context.Context, js Publisher, p *chatv1.ChatPost) (uint64, error) {
+	if p.GetId() == "" {
+		p.Id = NewID()
+	}
+	if p.CreatedAt == nil {
+		p.CreatedAt = timestamppb.Now()
+	}
+	c := p.GetConversation()
+	if c.GetAdapter() == "" || c.GetChannel() == "" {
+		return 0, fmt.Errorf("post %s: conversation needs an adapter and a channel", p.GetId())
+	}
+	return publish(ctx, js, wire.ChatPostSubject(c.GetAdapter(), c.GetChannel()), p.GetId(), p.GetCommandId(), p)
+}
+
+// Event publishes e to the EVENTS stream on sb.event.<source>.<type>.
+func Event(ctx context.Context, js Publisher, e *eventv1.Event) (uint64, error) {
+	if e.GetId() == "" {
+		e.Id = NewID()
+	}
+	if e.OccurredAt == nil {
+		e.OccurredAt = timestamppb.Now()
+	}
+	if e.GetSource() == "" || e.GetType() == "" {
+		return 0, fmt.Errorf("event %s: source and type are required", e.GetId())
+	}
+	return publish(ctx, js, wire.EventSubject(e.GetSource(), e.GetType()), "event/"+e.GetSource()+"/"+e.GetId(), e.GetCommandId(), e)
+}
+
+// Audit publishes r to the AUDIT stream on sb.audit.<stage>.
+func Audit(ctx context.Context, js Publisher, r *auditv1.Record) (uint64, error) {
+	if r.GetId() == "" {
+		r.Id = NewID()
+	}
+	if r.Time == nil {
+		r.Time = timestamppb.Now()
+	}
+	stage := map[auditv1.Stage]string{
+		auditv1.Stage_STAGE_REQUEST:  "request",
+		auditv1.Stage_STAGE_DECISION: "decision",
+		auditv1.Stage_STAGE_ACCEPTED: "accepted",
+		auditv1.Stage_STAGE_RESULT:   "result",
+	}[r.GetStage()]
+	if stage == "" {
+		return 0, fmt.Errorf("audit record %s: stage is required", r.GetId())
+	}
+	if len(r.Raw) > 4000 {
+		r.Raw = r.Raw[:4000]
+	}
+	return publish(ctx, js, wire.AuditSubject(stage), r.GetId(), r.GetCommandId(), r)
+}
+
+func publish(ctx context.Context, js Publisher, subject, msgID, commandID string, m proto.Message) (uint64, error) {
+	data, err := wire.Marshal(m)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s: %w", wire.TypeName(m), err)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	msg.Header.Set(wire.HeaderContentType, wire.ContentTypeJSON)
+	msg.Header.Set(wire.HeaderType, wire.TypeName(m))
+	if commandID != "" {
+		msg.Header.Set(wire.HeaderCommandID, commandID)
+	}
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(msg.Header))
+	// A publish that times out may still have been stored; retrying with the
+	// same message id is safe because the stream drops the duplicate.
+	var ack *jetstream.PubAck
+	for attempt := 0; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ack, err = js.PublishMsg(pctx, msg, jetstream.WithMsgID(msgID))
+		cancel()
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if ctx.Err() != nil || attempt >= 20 {
+			return 0, fmt.Errorf("publish %s to %s: %w", wire.TypeName(m), subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("publish %s to %s: %w", wire.TypeName(m), subject, ctx.Err())
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := 50 * time.Millisecond << min(attempt, 5)
+	return min(d, 2*time.Second)
+}
+
+// NewID returns a random 128-bit id in hex.
+func NewID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,305 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+
+	"github.com/switchboard-ops/switchboard/kit/command"
+	"github.com/switchboard-ops/switchboard/kit/emit"
+	"github.com/switchboard-ops/switchboard/kit/jobs"
+	"github.com/switchboard-ops/switchboard/services/chat/console"
+)
+
+// Config is the chat service's configuration (the "chat" key).
+type Config struct {
+	// Prefixes that address the bot at the start of a message ("sb:"). They
+	// are stripped; in the console and the CLI every message is a command.
+	Prefixes []string `yaml:"prefixes"`
+	// Aliases: name → command template ("addtolb": "lb add {host} {backend}").
+	Aliases map[string]string `yaml:"aliases"`
+	// RBAC: roles, grants, default roles.
+	RBAC RBACConfig `yaml:"rbac"`
+	// ConfirmTTL is how long a "confirm <code>" stays valid.
+	ConfirmTTL time.Duration `yaml:"confirm_ttl"`
+	// DispatchTimeout bounds the wait for a service's acknowledgement.
+	DispatchTimeout time.Duration `yaml:"dispatch_timeout"`
+	// DiscoveryInterval is how often the registry asks services for their
+	// commands (an unknown command also triggers a refresh).
+	DiscoveryInterval time.Duration `yaml:"discovery_interval"`
+	// Console is the web console; an empty addr turns it off.
+	Console console.Config `yaml:"console"`
+}
+
+// DefaultConfig is the configuration of a fresh all-in-one switchboard.
+func DefaultConfig() Config {
+	return Config{
+		Prefixes:          []string{"sb:", "@switchboard"},
+		RBAC:              DefaultRBAC(),
+		ConfirmTTL:        5 * time.Minute,
+		DispatchTimeout:   5 * time.Second,
+		DiscoveryInterval: 10 * time.Second,
+		Console:           console.DefaultConfig(),
+	}
+}
+
+// Validate names the first wrong key.
+func (c Config) Validate() error {
+	if err := c.RBAC.Validate(); err != nil {
+		return err
+	}
+	if _, err := parseAliases(c.Aliases); err != nil {
+		return err
+	}
+	if c.ConfirmTTL < 10*time.Second {
+		return fmt.Errorf("chat.confirm_ttl: %v is too short (at least 10s)", c.ConfirmTTL)
+	}
+	if c.DispatchTimeout <= 0 {
+		return errors.New("chat.dispatch_timeout: must be positive")
+	}
+	if c.DiscoveryInterval < time.Second {
+		return fmt.Errorf("chat.discovery_interval: %v is too short (at least 1s)", c.DiscoveryInterval)
+	}
+	if c.Console.Addr != "" {
+		if err := c.Console.Validate(); err != nil {
+			return fmt.Errorf("chat.console: %w", err)
+		}
+	}
+	return nil
+}
+
+// Deps are what the chat service needs from its host process.
+type Deps struct {
+	NC  *nats.Conn
+	Log *slog.Logger
+	// Tracing provider; none when nil.
+	Tracing trace.TracerProvider
+	// Instance id of this replica; random when empty.
+	Instance string
+}
+
+// Service is one replica of the chat core.
+type Service struct {
+	cfg      Config
+	baseLog  *slog.Logger
+	log      *slog.Logger
+	tracer   trace.Tracer
+	tracing  trace.TracerProvider
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	jobs     *jobs.Store
+	confirms jetstream.KeyValue
+	reg      *registry
+	aliases  map[string]alias
+	builtins map[string]builtin
+	instance string
+
+	mu      sync.Mutex
+	sys     *command.Server
+	bridge  *nats.Subscription
+	console *console.Console
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	sem     chan struct{}
+}
+
+// BucketConfirm holds pending confirmations, one key per code.
+const BucketConfirm = "sb_confirm"
+
+// New prepares a chat replica; Start makes it serve.
+func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Tracing == nil {
+		d.Tracing = noop.NewTracerProvider()
+	}
+	if d.Instance == "" {
+		d.Instance = emit.NewID()[:12]
+	}
+	js, err := jetstream.New(d.NC)
+	if err != nil {
+		return nil, fmt.Errorf("chat: jetstream: %w", err)
+	}
+	store, err := jobs.Open(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("chat: %w", err)
+	}
+	confirms, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketConfirm,
+		Description: "Commands waiting for \"confirm <code>\".",
+		TTL:         cfg.ConfirmTTL,
+		History:     1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chat: declare bucket %s: %w", BucketConfirm, err)
+	}
+	aliases, _ := parseAliases(cfg.Aliases)
+	s := &Service{
+		cfg:      cfg,
+		baseLog:  d.Log,
+		log:      d.Log.With("service", "chat", "instance", d.Instance),
+		tracer:   d.Tracing.Tracer("switchboard/chat"),
+		tracing:  d.Tracing,
+		nc:       d.NC,
+		js:       js,
+		jobs:     store,
+		confirms: confirms,
+		reg:      newRegistry(d.NC, d.Log.With("service", "chat")),
+		aliases:  aliases,
+		instance: d.Instance,
+		sem:      make(chan struct{}, 512),
+	}
+	s.builtins = s.builtinCommands()
+	for _, b := range s.builtins {
+		s.reg.add(b.spec)
+	}
+	if len(cfg.RBAC.Grants) == 0 && len(cfg.RBAC.DefaultRoles) > 0 {
+		s.log.Warn("rbac: no grants configured; every identity gets the default roles", "default_roles", cfg.RBAC.DefaultRoles)
+	}
+	return s, nil
+}
+
+// Start serves the sys commands (ping), the CLI bridge on sb.chat.in, the
+// discovery loop and, when configured, the web console on l (nil: listen on
+// cfg.Console.Addr).
+func (s *Service) Start(ctx context.Context, l net.Listener) error {
+	sys, err := command.Serve(ctx, s.nc, s.sysCommands(), command.Options{
+		Service:     "sys",
+		Description: "Switchboard's own commands: ping.",
+		Instance:    s.instance,
+		Log:         s.baseLog,
+		Tracing:     s.tracing,
+	})
+	if err != nil {
+		return fmt.Errorf("chat: serve sys commands: %w", err)
+	}
+	s.sys = sys
+	bridge, err := s.nc.QueueSubscribe(wire.SubjectChatIn, "chat", s.onChatIn)
+	if err != nil {
+		return fmt.Errorf("chat: subscribe %s: %w", wire.SubjectChatIn, err)
+	}
+	s.bridge = bridge
+	if err := s.reg.refresh(ctx); err != nil {
+		s.log.Warn("initial command discovery", "error", err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go s.discover(rctx)
+	if s.cfg.Console.Addr != "" {
+		c, err := console.New(s.cfg.Console, s, s.js, s.baseLog.With("service", "chat", "adapter", "console"))
+		if err != nil {
+			return fmt.Errorf("chat: console: %w", err)
+		}
+		if l == nil {
+			l, err = net.Listen("tcp", s.cfg.Console.Addr)
+			if err != nil {
+				return fmt.Errorf("chat: console: listen on %s: %w", s.cfg.Console.Addr, err)
+			}
+		}
+		s.console = c
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := c.Serve(rctx, l); err != nil {
+				s.log.Error("console stopped", "error", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// Stop ends everything Start began.
+func (s *Service) Stop(ctx context.Context) {
+	if s.bridge != nil {
+		s.bridge.Drain()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.sys != nil {
+		s.sys.Stop(ctx)
+	}
+	s.wg.Wait()
+}
+
+func (s *Service) discover(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.DiscoveryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := s.reg.refresh(rctx); err != nil {
+				s.log.Warn("command discovery", "error", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// onChatIn is the CLI bridge: remote adapters send a ChatMessage and get
+// the ingress's ChatReply. Each message is handled in its own goroutine
+// (bounded), because a subscription delivers one message at a time.
+func (s *Service) onChatIn(m *nats.Msg) {
+	s.sem <- struct{}{}
+	s.wg.Add(1)
+	go func() {
+		defer func() {
+			<-s.sem
+			s.wg.Done()
+			if p := recover(); p != nil {
+				s.log.Error("panic in chat bridge", "panic", p, "stack", string(debug.Stack()))
+			}
+		}()
+		var msg chatv1.ChatMessage
+		var reply *chatv1.ChatReply
+		if err := wire.Unmarshal(m.Data, &msg); err != nil {
+			reply = &chatv1.ChatReply{Status: chatv1.IngressStatus_INGRESS_STATUS_INVALID, Message: "the message could not be decoded: " + err.Error(), Final: true}
+		} else {
+			ctx := extract(context.Background(), m.Header)
+			ctx, cancel := context.WithTimeout(ctx, s.cfg.DispatchTimeout+5*time.Second)
+			reply = s.Handle(ctx, &msg)
+			cancel()
+		}
+		data, err := wire.Marshal(reply)
+		if err == nil {
+			err = m.Respond(data)
+		}
+		if err != nil {
+			s.log.Warn("answer on chat bridge", "error", err)
+		}
+	}()
+}
+
+// stripPrefix removes a leading bot address ("sb:", "@switchboard").
+func (s *Service) stripPrefix(text string) string {
+	t := strings.TrimSpace(text)
+	for _, p := range s.cfg.Prefixes {
+		if len(t) >= len(p) && strings.EqualFold(t[:len(p)], p) {
+			return strings.TrimSpace(t[len(p):])
+		}
+	}
+	return t
+}
