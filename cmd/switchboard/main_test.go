@@ -32,6 +32,13 @@ func (s *syncBuffer) String() string {
 // startSwitchboard runs the all-in-one binary's run() on free ports with a
 // fresh data dir, as `go run ./cmd/switchboard` does, and returns its env.
 func startSwitchboard(t *testing.T) func(string) string {
+	getenv, _ := startSwitchboardOutput(t)
+	return getenv
+}
+
+// startSwitchboardOutput is startSwitchboard that also returns what the
+// binary printed on stdout (the console URL).
+func startSwitchboardOutput(t *testing.T) (func(string) string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	env := map[string]string{
@@ -69,7 +76,7 @@ func startSwitchboard(t *testing.T) func(string) string {
 	if _, err := os.Stat(filepath.Join(dir, "nats.token")); err != nil {
 		t.Fatalf("no generated credential in the data dir: %v", err)
 	}
-	return getenv
+	return getenv, out.String()
 }
 
 func runSay(t *testing.T, getenv func(string) string, args ...string) (int, string, string) {

@@ -200,4 +200,3 @@ func metricsMux(tel *telemetry.Telemetry) http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	return mux
 }
-

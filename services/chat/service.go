@@ -115,6 +115,7 @@ type Service struct {
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 	sem     chan struct{}
+	egress  []*egress
 }
 
 // BucketConfirm holds pending confirmations, one key per code.
@@ -227,11 +228,31 @@ func (s *Service) Start(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
+// AddAdapter starts delivering the posts addressed to an adapter through
+// the shared durable egress. The web console needs none: every replica
+// streams the console's posts to its own browsers.
+func (s *Service) AddAdapter(ctx context.Context, a Adapter, o EgressOptions) error {
+	e, err := startEgress(ctx, s.js, a, o, s.baseLog.With("service", "chat"), s.tracer)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.egress = append(s.egress, e)
+	s.mu.Unlock()
+	return nil
+}
+
 // Stop ends everything Start began.
 func (s *Service) Stop(ctx context.Context) {
 	if s.bridge != nil {
 		s.bridge.Drain()
 	}
+	s.mu.Lock()
+	for _, e := range s.egress {
+		e.stop()
+	}
+	s.egress = nil
+	s.mu.Unlock()
 	if s.cancel != nil {
 		s.cancel()
 	}
