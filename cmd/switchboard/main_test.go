@@ -113,3 +113,9 @@ func TestSayExitCodes(t *testing.T) {
 		})
 	}
 }
+
+var errTimeout = errorString("not yet")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }

@@ -220,6 +220,15 @@ func RunEmbedded(cfg EmbeddedConfig, log *slog.Logger) (*Embedded, error) {
 	if cfg.Port == 0 {
 		o.Port = -1
 	}
+	if cfg.Port > 0 {
+		// nats-server only logs a busy port and then never becomes ready;
+		// say it at once instead.
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(cfg.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: port %d: %w", cfg.Port, err)
+		}
+		l.Close()
+	}
 	s, err := server.NewServer(o)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
