@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,7 +48,7 @@ func startSwitchboardOutput(t *testing.T) (func(string) string, string) {
 		"SB_DATA_DIR":          dir,
 		"SB_EMBEDDED_PORT":     "-1",
 		"SB_CHAT_CONSOLE_ADDR": "127.0.0.1:0",
-		"SB_METRICS_ADDR":      "127.0.0.1:0",
+		"SB_METRICS_ADDR":      freeAddr(t),
 		"HOME":                 dir,
 	}
 	getenv := func(k string) string { return env[k] }
@@ -116,6 +119,45 @@ func TestSayExitCodes(t *testing.T) {
 
 var errTimeout = errorString("not yet")
 
+// freeAddr reserves a loopback port for a listener the test must reach.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestMetricsCountCommands(t *testing.T) {
+	getenv := startSwitchboard(t)
+	if code, out, errOut := runSay(t, getenv, "ping"); code != exitOK {
+		t.Fatalf("say ping: %d %s %s", code, out, errOut)
+	}
+	resp, err := http.Get("http://" + getenv("SB_METRICS_ADDR") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`sb_chat_messages_total{adapter="cli"`, `sb_command_jobs_total{command="ping"`, "sb_command_duration_seconds_bucket"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(string(body), "sb_"))
+		}
+	}
+}
+
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

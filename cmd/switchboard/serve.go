@@ -155,7 +155,7 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 	for _, name := range names {
 		switch name {
 		case "chat":
-			svc, err := chat.New(ctx, cfg.Chat, chat.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider()})
+			svc, err := chat.New(ctx, cfg.Chat, chat.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: tel.Meter("switchboard")})
 			if err != nil {
 				return err
 			}

@@ -28,6 +28,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -70,6 +72,8 @@ type Options struct {
 	Log      *slog.Logger
 	// Tracer provider; no tracing when nil.
 	Tracing trace.TracerProvider
+	// Meter for the command metrics; none when nil.
+	Meter metric.Meter
 	// Lease is how long a replica counts as alive without renewing; the
 	// default is bus.ReplicaLease, which the sb_replicas bucket's TTL sets.
 	Lease time.Duration
@@ -101,6 +105,10 @@ type Server struct {
 	suspects    map[string]time.Time // owner → first seen without a lease
 	orphans     map[string]time.Time // open markers seen without a job
 	cancelSub   *nats.Subscription
+
+	acks     metric.Int64Counter
+	ended    metric.Int64Counter
+	duration metric.Float64Histogram
 }
 
 // Serve registers the commands as micro endpoints and starts serving. The
@@ -120,6 +128,9 @@ func Serve(ctx context.Context, nc *nats.Conn, cmds []Command, o Options) (*Serv
 	}
 	if o.Tracing == nil {
 		o.Tracing = noop.NewTracerProvider()
+	}
+	if o.Meter == nil {
+		o.Meter = metricnoop.NewMeterProvider().Meter("")
 	}
 	if o.Lease == 0 {
 		o.Lease = bus.ReplicaLease
@@ -156,6 +167,10 @@ func Serve(ctx context.Context, nc *nats.Conn, cmds []Command, o Options) (*Serv
 		suspects:    map[string]time.Time{},
 		orphans:     map[string]time.Time{},
 	}
+	s.acks, _ = o.Meter.Int64Counter("sb.command.requests", metric.WithDescription("Command requests by acknowledgement: accepted, existing, rejected."))
+	s.ended, _ = o.Meter.Int64Counter("sb.command.jobs", metric.WithDescription("Jobs that ended, by outcome."))
+	s.duration, _ = o.Meter.Float64Histogram("sb.command.duration", metric.WithUnit("s"), metric.WithDescription("Time from job start to its end."),
+		metric.WithExplicitBucketBoundaries(0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10, 60, 300, 1800))
 	for _, c := range cmds {
 		if err := checkSpec(c.Spec); err != nil {
 			cancel(nil)
@@ -292,6 +307,8 @@ func (s *Server) handle(c Command) micro.HandlerFunc {
 			trace.WithAttributes(attribute.String("sb.command", c.Spec.Name), attribute.String("sb.service", s.opts.Service)))
 		defer span.End()
 		ack := s.accept(ctx, c, r.Data())
+		s.acks.Add(ctx, 1, metric.WithAttributes(attribute.String("service", s.opts.Service), attribute.String("command", c.Spec.Name),
+			attribute.String("ack", strings.ToLower(strings.TrimPrefix(ack.GetStatus().String(), "ACK_STATUS_")))))
 		span.SetAttributes(attribute.String("sb.ack", ack.GetStatus().String()), attribute.String("sb.job_id", ack.GetJobId()))
 		data, err := wire.Marshal(ack)
 		if err != nil {
@@ -485,6 +502,9 @@ func (s *Server) finish(ctx context.Context, job *Job, state commandv1.JobState,
 		log.Warn("job was taken over by another replica before it ended here; its answer is not posted twice", "owner", final.GetOwner())
 		return
 	}
+	attrs := metric.WithAttributes(attribute.String("service", s.opts.Service), attribute.String("command", final.GetCommand()), attribute.String("outcome", outcome))
+	s.ended.Add(wctx, 1, attrs)
+	s.duration.Record(wctx, final.GetFinishedAt().AsTime().Sub(final.GetCreatedAt().AsTime()).Seconds(), attrs)
 	s.fillPost(job, post, seq)
 	if _, err := emit.Post(wctx, s.js, post); err != nil {
 		log.Error("post job result", "error", err)

@@ -10,6 +10,7 @@ require (
 	github.com/switchboard-ops/switchboard/kit v0.0.0
 	github.com/switchboard-ops/switchboard/proto v0.0.0
 	go.opentelemetry.io/otel v1.47.0
+	go.opentelemetry.io/otel/metric v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0
 	google.golang.org/protobuf v1.36.12
 )

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
@@ -75,6 +76,8 @@ func (s *Service) Handle(ctx context.Context, msg *chatv1.ChatMessage) *chatv1.C
 		reply.JobId = wire.JobID(r.cmdID)
 	}
 	span.SetAttributes(attribute.String("sb.ingress", reply.GetStatus().String()))
+	s.messages.Add(ctx, 1, metric.WithAttributes(attribute.String("adapter", c.GetAdapter()),
+		attribute.String("status", strings.ToLower(strings.TrimPrefix(reply.GetStatus().String(), "INGRESS_STATUS_")))))
 	switch reply.GetStatus() {
 	case chatv1.IngressStatus_INGRESS_STATUS_ACCEPTED, chatv1.IngressStatus_INGRESS_STATUS_EXISTING, chatv1.IngressStatus_INGRESS_STATUS_ANSWERED,
 		chatv1.IngressStatus_INGRESS_STATUS_NEEDS_CONFIRMATION, chatv1.IngressStatus_INGRESS_STATUS_IGNORED:

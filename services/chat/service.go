@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -88,6 +90,8 @@ type Deps struct {
 	Log *slog.Logger
 	// Tracing provider; none when nil.
 	Tracing trace.TracerProvider
+	// Meter for metrics; none when nil.
+	Meter metric.Meter
 	// Instance id of this replica; random when empty.
 	Instance string
 }
@@ -99,6 +103,8 @@ type Service struct {
 	log      *slog.Logger
 	tracer   trace.Tracer
 	tracing  trace.TracerProvider
+	meter    metric.Meter
+	messages metric.Int64Counter
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	jobs     *jobs.Store
@@ -135,6 +141,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 	if d.Instance == "" {
 		d.Instance = emit.NewID()[:12]
 	}
+	if d.Meter == nil {
+		d.Meter = metricnoop.NewMeterProvider().Meter("")
+	}
 	js, err := jetstream.New(d.NC)
 	if err != nil {
 		return nil, fmt.Errorf("chat: jetstream: %w", err)
@@ -159,6 +168,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		log:      d.Log.With("service", "chat", "instance", d.Instance),
 		tracer:   d.Tracing.Tracer("switchboard/chat"),
 		tracing:  d.Tracing,
+		meter:    d.Meter,
 		nc:       d.NC,
 		js:       js,
 		jobs:     store,
@@ -168,6 +178,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		instance: d.Instance,
 		sem:      make(chan struct{}, 512),
 	}
+	s.messages, _ = d.Meter.Int64Counter("sb.chat.messages", metric.WithDescription("Messages handled by the chat ingress, by adapter and verdict."))
 	s.builtins = s.builtinCommands()
 	for _, b := range s.builtins {
 		s.reg.add(b.spec)
@@ -188,6 +199,7 @@ func (s *Service) Start(ctx context.Context, l net.Listener) error {
 		Instance:    s.instance,
 		Log:         s.baseLog,
 		Tracing:     s.tracing,
+		Meter:       s.meter,
 	})
 	if err != nil {
 		return fmt.Errorf("chat: serve sys commands: %w", err)
