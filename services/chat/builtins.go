@@ -267,8 +267,14 @@ func (s *Service) cancelJob(ctx context.Context, r *request, req *commandv1.Comm
 		return nil, fmt.Errorf("job %s already ended (%s)", id, stateText(j.GetState()))
 	}
 	if j.GetRequester().GetId() != r.who.GetId() {
-		sp := &commandv1.CommandSpec{Name: j.GetCommand()}
-		if ok, _ := s.cfg.RBAC.Authorize(r.who.GetRoles(), sp, nil); !ok {
+		// The same check as running the job's command: its required role
+		// and the environments its request names count too.
+		sp, _ := s.reg.lookup(strings.Fields(j.GetCommand()))
+		if sp == nil || sp.GetName() != j.GetCommand() {
+			sp = &commandv1.CommandSpec{Name: j.GetCommand()}
+		}
+		envs := environments(sp, j.GetRequest().GetArgs(), j.GetRequest().GetFlags())
+		if ok, _ := s.cfg.RBAC.Authorize(r.who.GetRoles(), sp, envs); !ok {
 			return nil, fmt.Errorf("job %s is %s's, and your roles may not run %s", id, j.GetRequester().GetName(), j.GetCommand())
 		}
 	}

@@ -70,6 +70,11 @@ func (s *Service) confirm(ctx context.Context, r *request, req *commandv1.Comman
 	}
 	parked.Deadline = timestamppb.New(timestamppb.Now().AsTime().Add(s.cfg.DispatchTimeout))
 	reply := s.dispatch(ctx, orig, &parked)
+	if st := reply.GetStatus(); st != chatv1.IngressStatus_INGRESS_STATUS_ACCEPTED && st != chatv1.IngressStatus_INGRESS_STATUS_EXISTING {
+		// The code is used up and the service did not take the command:
+		// a failure with the dispatch's reason, not an answer.
+		return nil, fmt.Errorf("Confirmed: %s. %s", parked.GetRaw(), reply.GetMessage())
+	}
 	return &chatv1.ChatPost{Text: fmt.Sprintf("Confirmed: %s (%s).", parked.GetRaw(), reply.GetMessage())}, nil
 }
 

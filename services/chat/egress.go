@@ -84,10 +84,12 @@ func egressConsumer(adapter string) string { return "chat-egress-" + wire.Token(
 func startEgress(ctx context.Context, js jetstream.JetStream, a Adapter, o EgressOptions, log *slog.Logger, tracer trace.Tracer) (*egress, error) {
 	o = o.withDefaults()
 	name := egressConsumer(a.Name())
+	// The filter is built by hand: ChatPostSubject(name, "*") would pass the
+	// wildcard through Token, which hashes it, and match no channel.
 	cons, err := js.CreateOrUpdateConsumer(ctx, wire.StreamChat, jetstream.ConsumerConfig{
 		Durable:        name,
 		Description:    "Delivers posts to the " + a.Name() + " adapter.",
-		FilterSubjects: []string{wire.ChatPostSubject(a.Name(), "*")},
+		FilterSubjects: []string{wire.SubjectChatPostPrefix + "." + wire.Token(a.Name()) + ".*"},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        time.Minute,

@@ -49,8 +49,16 @@ func (s *Service) Handle(ctx context.Context, msg *chatv1.ChatMessage) *chatv1.C
 	defer span.End()
 	c := msg.GetConversation()
 	if msg.GetId() == "" || c.GetAdapter() == "" || c.GetChannel() == "" || msg.GetAuthor().GetId() == "" {
-		return &chatv1.ChatReply{Status: chatv1.IngressStatus_INGRESS_STATUS_INVALID, Final: true,
-			Message: "a message needs an id, a conversation (adapter and channel) and an author"}
+		text := "a message needs an id, a conversation (adapter and channel) and an author"
+		// There is no thread to answer in, but the refusal is audited like
+		// every other decision (the record gets a random id).
+		rec := &auditv1.Record{Stage: auditv1.Stage_STAGE_DECISION, Identity: msg.GetAuthor(), Conversation: c,
+			Raw: auditRaw(msg.GetText()), Outcome: "invalid", Detail: text, Service: "chat", Instance: s.instance,
+			TraceId: span.SpanContext().TraceID().String()}
+		if _, err := emit.Audit(ctx, s.js, rec); err != nil {
+			s.log.ErrorContext(ctx, "write audit record", "error", err)
+		}
+		return &chatv1.ChatReply{Status: chatv1.IngressStatus_INGRESS_STATUS_INVALID, Final: true, Message: text}
 	}
 	r := &request{
 		msg:      msg,
@@ -72,7 +80,9 @@ func (s *Service) Handle(ctx context.Context, msg *chatv1.ChatMessage) *chatv1.C
 	reply := s.route(ctx, r)
 	reply.CommandId = r.cmdID
 	reply.Conversation = r.conv
-	if reply.GetJobId() == "" && r.spec != nil && !s.isBuiltin(r.spec) {
+	if st := reply.GetStatus(); reply.GetJobId() == "" && (st == chatv1.IngressStatus_INGRESS_STATUS_UNAVAILABLE) && r.spec != nil && !s.isBuiltin(r.spec) {
+		// The service may have received it after all; the job id is how
+		// the person finds out.
 		reply.JobId = wire.JobID(r.cmdID)
 	}
 	span.SetAttributes(attribute.String("sb.ingress", reply.GetStatus().String()))
@@ -150,11 +160,20 @@ func (s *Service) route(ctx context.Context, r *request) *chatv1.ChatReply {
 func (s *Service) unknownText(words []string) string {
 	name := strings.ToLower(words[0])
 	cands := s.reg.names()
+	if len(words) > 1 {
+		// "t ad" where "t" starts known commands: the unknown thing is the pair.
+		for _, c := range cands {
+			if strings.HasPrefix(c, name+" ") {
+				name += " " + strings.ToLower(words[1])
+				break
+			}
+		}
+	}
 	for a := range s.aliases {
 		cands = append(cands, a)
 	}
 	var tries []string
-	if len(words) > 1 {
+	if len(words) > 1 && !strings.Contains(name, " ") {
 		tries = parse.Suggest(name+" "+strings.ToLower(words[1]), cands)
 	}
 	if len(tries) == 0 {
@@ -228,10 +247,12 @@ func (s *Service) refuse(ctx context.Context, r *request, st chatv1.IngressStatu
 }
 
 // answer posts the ingress's own answer in the request's thread. Its id
-// derives from the command id, so a second chat replica handling the same
-// message posts a duplicate that the CHAT stream drops.
+// derives from the command id and the kind, so a second chat replica
+// handling the same message posts a duplicate that the CHAT stream drops,
+// while a later answer of another kind in the same thread (the error of a
+// confirmed command after the confirmation question) is not dropped.
 func (s *Service) answer(ctx context.Context, r *request, kind chatv1.Kind, p *chatv1.ChatPost) {
-	p.Id = wire.JobID(r.cmdID) + "-chat"
+	p.Id = wire.JobID(r.cmdID) + "-chat-" + strings.ToLower(strings.TrimPrefix(kind.String(), "KIND_"))
 	p.Kind = kind
 	p.Conversation = r.conv
 	p.CommandId = r.cmdID
@@ -259,7 +280,7 @@ func (s *Service) audit(ctx context.Context, r *request, stage auditv1.Stage, ou
 		Identity:     r.who,
 		Conversation: r.conv,
 		CommandId:    r.cmdID,
-		Raw:          r.text,
+		Raw:          auditRaw(r.text),
 		Outcome:      outcome,
 		Detail:       detail,
 		Service:      "chat",
@@ -275,6 +296,16 @@ func (s *Service) audit(ctx context.Context, r *request, stage auditv1.Stage, ou
 	if _, err := emit.Audit(ctx, s.js, rec); err != nil {
 		s.log.ErrorContext(ctx, "write audit record", "command_id", r.cmdID, "error", err)
 	}
+}
+
+// auditRaw is the text the audit trail keeps: at most 4000 bytes, cut at a
+// character boundary. (emit.Audit cuts at byte 4000, which can split a
+// character, and protojson then refuses to encode the record.)
+func auditRaw(text string) string {
+	if len(text) <= 4000 {
+		return text
+	}
+	return strings.ToValidUTF8(text[:4000], "")
 }
 
 func extract(ctx context.Context, h nats.Header) context.Context {
