@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,7 +52,7 @@ type TLSConfig struct {
 // LogValue hides the token.
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("url", c.URL),
+		slog.String("url", redact(c.URL)),
 		slog.String("creds", c.Creds),
 		slog.Bool("token", c.Token != "" || c.TokenFile != ""),
 		slog.Int("replicas", c.Replicas),
@@ -76,6 +77,9 @@ func (c Config) Validate() error {
 // afterwards, buffering publishes while disconnected, and logs every
 // disconnect and reconnect.
 func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*nats.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", redact(cfg.URL), err)
+	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
@@ -130,6 +134,12 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*nats.Conn, err
 	select {
 	case r := <-done:
 		if r.err != nil {
+			// A malformed URL comes back as a *url.Error quoting it whole,
+			// password included.
+			var ue *url.Error
+			if errors.As(r.err, &ue) {
+				ue.URL = redact(ue.URL)
+			}
 			return nil, fmt.Errorf("connect to nats %s: %w", redact(cfg.URL), r.err)
 		}
 		log.Info("nats connected", "server", r.nc.ConnectedUrlRedacted())
@@ -149,9 +159,12 @@ func redact(urls string) string {
 	var out []string
 	for _, u := range strings.Split(urls, ",") {
 		if at := strings.LastIndex(u, "@"); at >= 0 {
+			// nats.go also takes "user:pass@host:4222" without a scheme.
+			start := 0
 			if i := strings.Index(u, "://"); i >= 0 && i < at {
-				u = u[:i+3] + "[redacted]" + u[at:]
+				start = i + 3
 			}
+			u = u[:start] + "[redacted]" + u[at:]
 		}
 		out = append(out, u)
 	}
@@ -359,7 +372,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	for _, sc := range streams {
 		sc.Replicas = o.Replicas
 		sc.Storage = jetstream.FileStorage
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := retryPlacement(ctx, func() error { _, err := js.CreateOrUpdateStream(ctx, sc); return err }); err != nil {
 			return fmt.Errorf("declare stream %s: %w", sc.Name, err)
 		}
 	}
@@ -369,11 +382,32 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	}
 	for _, kc := range buckets {
 		kc.Replicas = o.Replicas
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+		if err := retryPlacement(ctx, func() error { _, err := js.CreateOrUpdateKeyValue(ctx, kc); return err }); err != nil {
 			return fmt.Errorf("declare bucket %s: %w", kc.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// errNoPeers is JetStream's "no suitable peers for placement" (10005): a
+// cluster that has just formed, or lost a node, cannot place replicas yet.
+const errNoPeers = 10005
+
+// retryPlacement retries f while the cluster cannot place replicas, until
+// ctx ends; any other error returns at once.
+func retryPlacement(ctx context.Context, f func() error) error {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := f()
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != errNoPeers {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // slogLogger adapts nats-server logging to slog.

@@ -30,7 +30,6 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
@@ -43,6 +42,7 @@ import (
 
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/emit"
+	"github.com/switchboard-ops/switchboard/kit/telemetry"
 	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/kit/spec"
 )
@@ -302,7 +302,7 @@ func (s *Server) handle(c Command) micro.HandlerFunc {
 				r.Error("500", "internal error", nil)
 			}
 		}()
-		ctx := propagation.TraceContext{}.Extract(s.ctx, propagation.HeaderCarrier(r.Headers()))
+		ctx := telemetry.Extract(s.ctx, nats.Header(r.Headers()))
 		ctx, span := s.tracer.Start(ctx, "command accept "+c.Spec.Name, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("sb.command", c.Spec.Name), attribute.String("sb.service", s.opts.Service)))
 		defer span.End()

@@ -10,10 +10,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -21,6 +21,8 @@ import (
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	eventv1 "github.com/switchboard-ops/switchboard/proto/sb/event/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+
+	"github.com/switchboard-ops/switchboard/kit/telemetry"
 )
 
 // Publisher is the part of jetstream.JetStream that emit needs.
@@ -77,7 +79,12 @@ func Audit(ctx context.Context, js Publisher, r *auditv1.Record) (uint64, error)
 		return 0, fmt.Errorf("audit record %s: stage is required", r.GetId())
 	}
 	if len(r.Raw) > 4000 {
-		r.Raw = r.Raw[:4000]
+		// Cut at a character boundary: protojson refuses invalid UTF-8.
+		n := 4000
+		for n > 0 && !utf8.RuneStart(r.Raw[n]) {
+			n--
+		}
+		r.Raw = r.Raw[:n]
 	}
 	return publish(ctx, js, wire.AuditSubject(stage), r.GetId(), r.GetCommandId(), r)
 }
@@ -94,7 +101,7 @@ func publish(ctx context.Context, js Publisher, subject, msgID, commandID string
 	if commandID != "" {
 		msg.Header.Set(wire.HeaderCommandID, commandID)
 	}
-	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(msg.Header))
+	telemetry.Inject(ctx, msg.Header)
 	// A publish that times out may still have been stored; retrying with the
 	// same message id is safe because the stream drops the duplicate.
 	var ack *jetstream.PubAck

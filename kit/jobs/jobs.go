@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -78,8 +79,23 @@ func (s *Store) Create(ctx context.Context, j *commandv1.Job) (uint64, *commandv
 	rev, err := s.kv.Create(ctx, jobKey(j.GetId()), data)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		existing, _, gerr := s.Get(ctx, j.GetId())
+		// On a replicated bucket the read may be served by a replica that
+		// has not applied the winning Create yet: give it a moment.
+		for i := 0; errors.Is(gerr, ErrNotFound) && i < 40; i++ {
+			select {
+			case <-ctx.Done():
+				gerr = ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+				existing, _, gerr = s.Get(ctx, j.GetId())
+			}
+		}
 		if gerr != nil {
 			return 0, nil, fmt.Errorf("job %s exists; read it: %w", j.GetId(), gerr)
+		}
+		// The marker written above must not reopen a job that has ended
+		// (a retry or redelivery after the job finished).
+		if !Terminal(j.GetState()) && Terminal(existing.GetState()) {
+			s.Close(ctx, j.GetService(), j.GetId())
 		}
 		return 0, existing, ErrExists
 	}

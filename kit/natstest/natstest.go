@@ -239,6 +239,9 @@ func (c *Cluster) Restart(i int) {
 	if err != nil {
 		c.t.Fatalf("natstest: restart node %d: %v", i, err)
 	}
+	if !c.opts[i].NoLog {
+		s.ConfigureLogger()
+	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		c.t.Fatalf("natstest: restarted node %d not ready", i)
@@ -246,19 +249,27 @@ func (c *Cluster) Restart(i int) {
 	c.nodes[i] = s
 }
 
-// WaitForMeta waits until the cluster has a JetStream meta leader.
+// WaitForMeta waits until the cluster has a JetStream meta leader that sees
+// every running node online: before that, creating an R3 stream can fail
+// with "no suitable peers for placement".
 func (c *Cluster) WaitForMeta() {
 	c.t.Helper()
+	running := 0
+	for _, s := range c.nodes {
+		if s != nil {
+			running++
+		}
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, s := range c.nodes {
-			if s != nil && s.JetStreamIsLeader() {
+			if s != nil && s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) >= running {
 				return
 			}
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	c.t.Fatalf("natstest: no JetStream meta leader in 20s")
+	c.t.Fatalf("natstest: no JetStream meta leader seeing %d nodes online in 20s", running)
 }
 
 func (c *Cluster) shutdown() {

@@ -11,7 +11,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -22,6 +21,7 @@ import (
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
 	"github.com/switchboard-ops/switchboard/kit/emit"
+	"github.com/switchboard-ops/switchboard/kit/telemetry"
 	"github.com/switchboard-ops/switchboard/services/chat/parse"
 )
 
@@ -199,7 +199,7 @@ func (s *Service) dispatch(ctx context.Context, r *request, req *commandv1.Comma
 	m.Data = data
 	m.Header.Set(wire.HeaderContentType, wire.ContentTypeJSON)
 	m.Header.Set(wire.HeaderCommandID, r.cmdID)
-	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(m.Header))
+	telemetry.Inject(ctx, m.Header)
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DispatchTimeout)
 	defer cancel()
 	resp, err := s.nc.RequestMsgWithContext(dctx, m)
@@ -312,5 +312,5 @@ func extract(ctx context.Context, h nats.Header) context.Context {
 	if h == nil {
 		return ctx
 	}
-	return propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(h))
+	return telemetry.Extract(ctx, h)
 }
