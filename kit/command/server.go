@@ -42,9 +42,9 @@ import (
 
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/emit"
-	"github.com/switchboard-ops/switchboard/kit/telemetry"
 	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/kit/spec"
+	"github.com/switchboard-ops/switchboard/kit/telemetry"
 )
 
 // Handler runs one job. Returning nil means succeeded (with the answer set
