@@ -19,6 +19,7 @@ type Job struct {
 	rec     *commandv1.Job
 	spec    *commandv1.CommandSpec
 	traceID string
+	rev     uint64 // revision of rec in the store, 0 when unknown
 
 	mu     sync.Mutex
 	seq    uint32

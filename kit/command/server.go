@@ -218,6 +218,12 @@ func Serve(ctx context.Context, nc *nats.Conn, cmds []Command, o Options) (*Serv
 			return nil, fmt.Errorf("serve %s: add endpoint %s: %w", o.Service, c.Spec.Name, err)
 		}
 	}
+	// Make the endpoints' subscriptions known to the server before
+	// returning, so a request sent right after Serve finds a responder.
+	if err := nc.FlushTimeout(5 * time.Second); err != nil {
+		s.Stop(ctx)
+		return nil, fmt.Errorf("serve %s: flush subscriptions: %w", o.Service, err)
+	}
 	s.bg.Add(1)
 	go s.maintain()
 	s.log.Info("serving commands", "commands", len(s.cmds))
@@ -295,29 +301,41 @@ func leaseKey(service, instance string) string {
 // a time per endpoint and does not recover panics, so it only validates,
 // creates the job and acknowledges; the work runs in a goroutine.
 func (s *Server) handle(c Command) micro.HandlerFunc {
+	sem := make(chan struct{}, 256)
 	return func(r micro.Request) {
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("panic accepting command", "command", c.Spec.Name, "panic", p, "stack", string(debug.Stack()))
-				r.Error("500", "internal error", nil)
-			}
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			s.handleOne(c, r)
 		}()
-		ctx := telemetry.Extract(s.ctx, nats.Header(r.Headers()))
-		ctx, span := s.tracer.Start(ctx, "command accept "+c.Spec.Name, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("sb.command", c.Spec.Name), attribute.String("sb.service", s.opts.Service)))
-		defer span.End()
-		ack := s.accept(ctx, c, r.Data())
-		s.acks.Add(ctx, 1, metric.WithAttributes(attribute.String("service", s.opts.Service), attribute.String("command", c.Spec.Name),
-			attribute.String("ack", strings.ToLower(strings.TrimPrefix(ack.GetStatus().String(), "ACK_STATUS_")))))
-		span.SetAttributes(attribute.String("sb.ack", ack.GetStatus().String()), attribute.String("sb.job_id", ack.GetJobId()))
-		data, err := wire.Marshal(ack)
-		if err != nil {
-			r.Error("500", "encode ack", nil)
-			return
+	}
+}
+
+// handleOne accepts one request: micro delivers an endpoint's requests one
+// at a time, and accepting takes two KV writes, so requests are accepted
+// concurrently (bounded); exactly-once still rests on the KV Create.
+func (s *Server) handleOne(c Command, r micro.Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic accepting command", "command", c.Spec.Name, "panic", p, "stack", string(debug.Stack()))
+			r.Error("500", "internal error", nil)
 		}
-		if err := r.Respond(data, micro.WithHeaders(micro.Headers{wire.HeaderContentType: {wire.ContentTypeJSON}})); err != nil {
-			s.log.Warn("respond to command request", "command", c.Spec.Name, "error", err)
-		}
+	}()
+	ctx := telemetry.Extract(s.ctx, nats.Header(r.Headers()))
+	ctx, span := s.tracer.Start(ctx, "command accept "+c.Spec.Name, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("sb.command", c.Spec.Name), attribute.String("sb.service", s.opts.Service)))
+	defer span.End()
+	ack := s.accept(ctx, c, r.Data())
+	s.acks.Add(ctx, 1, metric.WithAttributes(attribute.String("service", s.opts.Service), attribute.String("command", c.Spec.Name),
+		attribute.String("ack", strings.ToLower(strings.TrimPrefix(ack.GetStatus().String(), "ACK_STATUS_")))))
+	span.SetAttributes(attribute.String("sb.ack", ack.GetStatus().String()), attribute.String("sb.job_id", ack.GetJobId()))
+	data, err := wire.Marshal(ack)
+	if err != nil {
+		r.Error("500", "encode ack", nil)
+		return
+	}
+	if err := r.Respond(data, micro.WithHeaders(micro.Headers{wire.HeaderContentType: {wire.ContentTypeJSON}})); err != nil {
+		s.log.Warn("respond to command request", "command", c.Spec.Name, "error", err)
 	}
 }
 
@@ -364,7 +382,7 @@ func (s *Server) accept(ctx context.Context, c Command, data []byte) *commandv1.
 	if traceID.IsValid() {
 		rec.TraceId = traceID.String()
 	}
-	_, existing, err := s.store.Create(ctx, rec)
+	rev, existing, err := s.store.Create(ctx, rec)
 	if errors.Is(err, jobs.ErrExists) {
 		return &commandv1.CommandAck{Status: commandv1.AckStatus_ACK_STATUS_EXISTING, JobId: existing.GetId(), Job: existing,
 			Reason: fmt.Sprintf("this command was already received as job %s (%s)", existing.GetId(), stateWord(existing.GetState()))}
@@ -373,7 +391,7 @@ func (s *Server) accept(ctx context.Context, c Command, data []byte) *commandv1.
 		s.log.ErrorContext(ctx, "create job", "command", c.Spec.Name, "command_id", req.GetId(), "error", err)
 		return reject("the job could not be recorded (the bus may be unavailable); nothing was done — try again")
 	}
-	s.start(trace.ContextWithSpanContext(s.ctx, trace.SpanContextFromContext(ctx)), c, rec)
+	s.start(trace.ContextWithSpanContext(s.ctx, trace.SpanContextFromContext(ctx)), c, rec, rev)
 	return &commandv1.CommandAck{Status: commandv1.AckStatus_ACK_STATUS_ACCEPTED, JobId: rec.GetId(), Job: rec}
 }
 
@@ -383,17 +401,17 @@ func stateWord(st commandv1.JobState) string {
 
 // start registers a job as running here before its goroutine starts, so a
 // concurrent scan never mistakes it for an orphan.
-func (s *Server) start(parent context.Context, c Command, rec *commandv1.Job) {
+func (s *Server) start(parent context.Context, c Command, rec *commandv1.Job, rev uint64) {
 	jctx, cancel := context.WithCancelCause(parent)
 	s.mu.Lock()
 	s.running[rec.GetId()] = cancel
 	s.mu.Unlock()
 	s.wg.Add(1)
-	go s.run(jctx, cancel, c, rec)
+	go s.run(jctx, cancel, c, rec, rev)
 }
 
 // run executes a job the server owns at revision rev and records its end.
-func (s *Server) run(jctx context.Context, cancel context.CancelCauseFunc, c Command, rec *commandv1.Job) {
+func (s *Server) run(jctx context.Context, cancel context.CancelCauseFunc, c Command, rec *commandv1.Job, rev uint64) {
 	defer s.wg.Done()
 	defer cancel(nil)
 	ctx, span := s.tracer.Start(context.WithoutCancel(jctx), "command run "+c.Spec.Name,
@@ -406,7 +424,7 @@ func (s *Server) run(jctx context.Context, cancel context.CancelCauseFunc, c Com
 		s.mu.Unlock()
 	}()
 	log := s.log.With("command", c.Spec.Name, "job_id", rec.GetId(), "command_id", rec.GetCommandId())
-	job := &Job{srv: s, rec: rec, spec: c.Spec, traceID: rec.GetTraceId(), seq: rec.GetPosts()}
+	job := &Job{srv: s, rec: rec, spec: c.Spec, traceID: rec.GetTraceId(), seq: rec.GetPosts(), rev: rev}
 	if rec.GetAttempt() == 1 {
 		s.audit(ctx, rec, auditv1.Stage_STAGE_ACCEPTED, "accepted", "")
 	}
@@ -474,20 +492,32 @@ func (s *Server) finish(ctx context.Context, job *Job, state commandv1.JobState,
 	defer cancel()
 	seq := job.nextSeq()
 	var final *commandv1.Job
-	for attempt := 0; ; attempt++ {
-		var err error
-		final, err = s.store.Modify(wctx, job.ID(), func(j *commandv1.Job) bool {
-			if j.GetOwner() != s.opts.Instance || jobs.Terminal(j.GetState()) {
-				return false // another replica took it over, or it ended already
+	mod := func(j *commandv1.Job) bool {
+		if j.GetOwner() != s.opts.Instance || jobs.Terminal(j.GetState()) {
+			return false // another replica took it over, or it ended already
+		}
+		now := timestamppb.Now()
+		j.State = state
+		j.Result = post.GetText()
+		j.UpdatedAt = now
+		j.FinishedAt = now
+		j.Posts = seq
+		return true
+	}
+	if job.rev != 0 {
+		// The record as created (or claimed) is what is stored unless
+		// something changed it since (a cancel request): try a
+		// compare-and-set at that revision before reading it back.
+		j := proto.CloneOf(job.rec)
+		if mod(j) {
+			if _, err := s.store.Update(wctx, j, job.rev); err == nil {
+				final = j
 			}
-			now := timestamppb.Now()
-			j.State = state
-			j.Result = post.GetText()
-			j.UpdatedAt = now
-			j.FinishedAt = now
-			j.Posts = seq
-			return true
-		})
+		}
+	}
+	for attempt := 0; final == nil; attempt++ {
+		var err error
+		final, err = s.store.Modify(wctx, job.ID(), mod)
 		if err == nil {
 			break
 		}
@@ -710,7 +740,7 @@ func (s *Server) takeOver(ctx context.Context, rec *commandv1.Job, rev uint64) {
 	rec.Owner = s.opts.Instance
 	rec.Attempt++
 	rec.UpdatedAt = timestamppb.Now()
-	_, err := s.store.Update(ctx, rec, rev)
+	nrev, err := s.store.Update(ctx, rec, rev)
 	if errors.Is(err, jobs.ErrConflict) {
 		return // another replica claimed it first
 	}
@@ -728,7 +758,7 @@ func (s *Server) takeOver(ctx context.Context, rec *commandv1.Job, rev uint64) {
 		log.Warn("resuming job of a replica that stopped")
 		job.Post(pctx, &chatv1.ChatPost{Kind: chatv1.Kind_KIND_NOTICE,
 			Text: fmt.Sprintf("Replica %s stopped while running this job; replica %s is resuming it (attempt %d).", prev, s.opts.Instance, rec.GetAttempt())})
-		s.start(pctx, c, rec)
+		s.start(pctx, c, rec, nrev)
 		return
 	}
 	log.Warn("failing job of a replica that stopped")
