@@ -304,8 +304,11 @@ func (s *Server) handle(c Command) micro.HandlerFunc {
 	sem := make(chan struct{}, 256)
 	return func(r micro.Request) {
 		sem <- struct{}{}
+		// Counted with the jobs, so Stop waits for an accept in flight
+		// (and the job it may start) instead of racing it.
+		s.wg.Add(1)
 		go func() {
-			defer func() { <-sem }()
+			defer func() { <-sem; s.wg.Done() }()
 			s.handleOne(c, r)
 		}()
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -78,8 +79,10 @@ func Audit(ctx context.Context, js Publisher, r *auditv1.Record) (uint64, error)
 	if stage == "" {
 		return 0, fmt.Errorf("audit record %s: stage is required", r.GetId())
 	}
+	// protojson refuses invalid UTF-8, and the audit trail must keep even a
+	// garbled message: replace bad bytes, and cut at a character boundary.
+	r.Raw = strings.ToValidUTF8(r.Raw, "\uFFFD")
 	if len(r.Raw) > 4000 {
-		// Cut at a character boundary: protojson refuses invalid UTF-8.
 		n := 4000
 		for n > 0 && !utf8.RuneStart(r.Raw[n]) {
 			n--

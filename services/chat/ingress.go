@@ -53,7 +53,7 @@ func (s *Service) Handle(ctx context.Context, msg *chatv1.ChatMessage) *chatv1.C
 		// There is no thread to answer in, but the refusal is audited like
 		// every other decision (the record gets a random id).
 		rec := &auditv1.Record{Stage: auditv1.Stage_STAGE_DECISION, Identity: msg.GetAuthor(), Conversation: c,
-			Raw: auditRaw(msg.GetText()), Outcome: "invalid", Detail: text, Service: "chat", Instance: s.instance,
+			Raw: msg.GetText(), Outcome: "invalid", Detail: text, Service: "chat", Instance: s.instance,
 			TraceId: span.SpanContext().TraceID().String()}
 		if _, err := emit.Audit(ctx, s.js, rec); err != nil {
 			s.log.ErrorContext(ctx, "write audit record", "error", err)
@@ -280,7 +280,7 @@ func (s *Service) audit(ctx context.Context, r *request, stage auditv1.Stage, ou
 		Identity:     r.who,
 		Conversation: r.conv,
 		CommandId:    r.cmdID,
-		Raw:          auditRaw(r.text),
+		Raw:          r.text,
 		Outcome:      outcome,
 		Detail:       detail,
 		Service:      "chat",
@@ -296,16 +296,6 @@ func (s *Service) audit(ctx context.Context, r *request, stage auditv1.Stage, ou
 	if _, err := emit.Audit(ctx, s.js, rec); err != nil {
 		s.log.ErrorContext(ctx, "write audit record", "command_id", r.cmdID, "error", err)
 	}
-}
-
-// auditRaw is the text the audit trail keeps: at most 4000 bytes, cut at a
-// character boundary. (emit.Audit cuts at byte 4000, which can split a
-// character, and protojson then refuses to encode the record.)
-func auditRaw(text string) string {
-	if len(text) <= 4000 {
-		return text
-	}
-	return strings.ToValidUTF8(text[:4000], "")
 }
 
 func extract(ctx context.Context, h nats.Header) context.Context {
