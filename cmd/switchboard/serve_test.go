@@ -19,14 +19,16 @@ func TestServeRunsTwoChatReplicasAgainstAnExternalCluster(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		var out, errOut syncBuffer
-		done := make(chan int, 1)
+		var code int
+		done := make(chan struct{})
 		go func() {
-			done <- run(ctx, []string{"switchboard", "serve", "chat", "--nats", c.URL()}, getenv, nil, &out, &errOut)
+			defer close(done)
+			code = run(ctx, []string{"switchboard", "serve", "chat", "--nats", c.URL()}, getenv, nil, &out, &errOut)
 		}()
 		t.Cleanup(func() { cancel(); <-done })
-		natstest.WaitFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		natstest.WaitFor(t, 90*time.Second, 20*time.Millisecond, func() error {
 			select {
-			case code := <-done:
+			case <-done:
 				t.Fatalf("serve exited with %d: %s", code, errOut.String())
 			default:
 			}
