@@ -344,8 +344,8 @@ func (o StreamOptions) withDefaults() StreamOptions {
 // refresh; a replica refreshes it every third of that.
 const ReplicaLease = 6 * time.Second
 
-// EnsureStreams declares the CHAT, EVENTS and AUDIT streams and the sb_jobs
-// and sb_replicas buckets. It is idempotent: every replica calls it at start.
+// EnsureStreams declares the CHAT, EVENTS and AUDIT streams and the sb_jobs,
+// sb_replicas and sb_inventory buckets. It is idempotent: every replica calls it at start.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
 	o = o.withDefaults()
 	streams := []jetstream.StreamConfig{
@@ -381,6 +381,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: wire.BucketJobs, Description: "Jobs by id, and the open ones by service.", TTL: o.JobsMaxAge, History: 1},
 		{Bucket: wire.BucketReplicas, Description: "Live replicas, each a lease.", TTL: o.ReplicaLease, History: 1, Storage: jetstream.MemoryStorage},
+		{Bucket: wire.BucketInventory, Description: "The inventory parsed from the ENC: host.<name> and meta.", History: 1},
 	}
 	for _, kc := range buckets {
 		kc.Replicas = o.Replicas
@@ -421,3 +422,22 @@ func (l slogLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(f
 func (l slogLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l slogLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l slogLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+
+// EnsureBucket declares a service's own KV bucket with the cluster's
+// replication, idempotently, retrying while a young cluster cannot place it.
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, replicas int, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if replicas <= 0 {
+		replicas = 1
+	}
+	kc.Replicas = replicas
+	var kv jetstream.KeyValue
+	err := retryPlacement(ctx, func() error {
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, kc)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("declare bucket %s: %w", kc.Bucket, err)
+	}
+	return kv, nil
+}

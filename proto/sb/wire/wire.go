@@ -25,6 +25,23 @@ const (
 	BucketJobs = "sb_jobs"
 	// BucketReplicas holds one key per live replica, refreshed as a lease.
 	BucketReplicas = "sb_replicas"
+	// BucketInventory holds the inventory the deployer publishes: key
+	// host.<name> per host (an inventory.v1.Host) and key meta (an
+	// inventory.v1.Meta) written last. Every other service reads it.
+	BucketInventory = "sb_inventory"
+	// BucketLBDesired holds the load balancer service's desired state.
+	BucketLBDesired = "sb_lb_desired"
+	// BucketDNSPlans holds DNS plans by id.
+	BucketDNSPlans = "sb_dns_plans"
+	// BucketWatcher holds the watcher's per-check state.
+	BucketWatcher = "sb_watcher"
+)
+
+// Events every service may rely on.
+const (
+	// SubjectInventoryChanged carries an Event whose field "diff" is an
+	// inventory.v1.Diff in protojson.
+	SubjectInventoryChanged = "sb.event.inventory.changed"
 )
 
 // Subjects.

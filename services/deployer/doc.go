@@ -1,0 +1,2 @@
+// Package deployer is the deployer service (in progress).
+package deployer

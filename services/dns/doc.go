@@ -1,0 +1,2 @@
+// Package dns is the dns service (in progress).
+package dns

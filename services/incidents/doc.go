@@ -1,0 +1,2 @@
+// Package incidents is the incidents service (in progress).
+package incidents

@@ -1,0 +1,2 @@
+// Package lb is the lb service (in progress).
+package lb
