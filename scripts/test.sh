@@ -12,6 +12,7 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 [ -x /usr/sbin/knotd ] || command -v knotd >/dev/null 2>&1 || need+=(knot)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
+command -v kzonecheck >/dev/null 2>&1 || need+=(knot-dnssecutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${need[*]}"
   sudo=""
