@@ -20,6 +20,9 @@ type Job struct {
 	spec    *commandv1.CommandSpec
 	traceID string
 	rev     uint64 // revision of rec in the store, 0 when unknown
+	// accepted is the "accepted" audit record in flight; the result record
+	// waits for it, so the trail stays in order.
+	accepted *emit.Pending
 
 	mu     sync.Mutex
 	seq    uint32

@@ -395,7 +395,9 @@ func (s *Server) accept(ctx context.Context, c Command, data []byte) *commandv1.
 		return reject("the job could not be recorded (the bus may be unavailable); nothing was done — try again")
 	}
 	s.start(trace.ContextWithSpanContext(s.ctx, trace.SpanContextFromContext(ctx)), c, rec, rev)
-	return &commandv1.CommandAck{Status: commandv1.AckStatus_ACK_STATUS_ACCEPTED, JobId: rec.GetId(), Job: rec}
+	// The ack of a new job carries only its id: the caller knows the rest,
+	// and a smaller ack is a faster one.
+	return &commandv1.CommandAck{Status: commandv1.AckStatus_ACK_STATUS_ACCEPTED, JobId: rec.GetId()}
 }
 
 func stateWord(st commandv1.JobState) string {
@@ -429,7 +431,9 @@ func (s *Server) run(jctx context.Context, cancel context.CancelCauseFunc, c Com
 	log := s.log.With("command", c.Spec.Name, "job_id", rec.GetId(), "command_id", rec.GetCommandId())
 	job := &Job{srv: s, rec: rec, spec: c.Spec, traceID: rec.GetTraceId(), seq: rec.GetPosts(), rev: rev}
 	if rec.GetAttempt() == 1 {
-		s.audit(ctx, rec, auditv1.Stage_STAGE_ACCEPTED, "accepted", "")
+		// Not awaited here: the person waits on this path, and finish
+		// waits for it before the result record.
+		job.accepted = emit.AuditAsync(ctx, s.js, s.auditRecord(rec, auditv1.Stage_STAGE_ACCEPTED, "accepted", ""))
 	}
 
 	err := safeRun(jctx, c.Run, job, log)
@@ -437,6 +441,7 @@ func (s *Server) run(jctx context.Context, cancel context.CancelCauseFunc, c Com
 	if errors.Is(cause, errShutdown) && s.ctx.Err() != nil {
 		// Leave the job open: another replica takes it over.
 		log.Warn("job interrupted by shutdown; left for another replica", "error", err)
+		s.awaitAccepted(ctx, job)
 		return
 	}
 	state := commandv1.JobState_JOB_STATE_SUCCEEDED
@@ -542,7 +547,22 @@ func (s *Server) finish(ctx context.Context, job *Job, state commandv1.JobState,
 	if _, err := emit.Post(wctx, s.js, post); err != nil {
 		log.Error("post job result", "error", err)
 	}
+	// After the post, so the person sees the answer a round trip sooner; a
+	// marker left by a crash here is dropped by the next scan.
+	if err := s.store.Close(wctx, s.opts.Service, job.ID()); err != nil {
+		log.Warn("close job", "error", err)
+	}
+	s.awaitAccepted(wctx, job)
 	s.audit(wctx, final, auditv1.Stage_STAGE_RESULT, outcome, post.GetText())
+}
+
+func (s *Server) awaitAccepted(ctx context.Context, job *Job) {
+	if job.accepted == nil {
+		return
+	}
+	if err := job.accepted.Wait(ctx); err != nil {
+		s.log.Error("write audit record", "job_id", job.ID(), "stage", "accepted", "error", err)
+	}
 }
 
 func backoff(attempt int) time.Duration {
@@ -568,7 +588,13 @@ func (s *Server) fillPost(job *Job, p *chatv1.ChatPost, seq uint32) {
 }
 
 func (s *Server) audit(ctx context.Context, j *commandv1.Job, stage auditv1.Stage, outcome, detail string) {
-	rec := &auditv1.Record{
+	if _, err := emit.Audit(ctx, s.js, s.auditRecord(j, stage, outcome, detail)); err != nil {
+		s.log.Error("write audit record", "job_id", j.GetId(), "stage", stage.String(), "error", err)
+	}
+}
+
+func (s *Server) auditRecord(j *commandv1.Job, stage auditv1.Stage, outcome, detail string) *auditv1.Record {
+	return &auditv1.Record{
 		Id:           fmt.Sprintf("%s-%d-%s", j.GetId(), j.GetAttempt(), outcome),
 		Stage:        stage,
 		Identity:     j.GetRequester(),
@@ -583,9 +609,6 @@ func (s *Server) audit(ctx context.Context, j *commandv1.Job, stage auditv1.Stag
 		Instance:     s.opts.Instance,
 		TraceId:      j.GetTraceId(),
 		DryRun:       j.GetDryRun(),
-	}
-	if _, err := emit.Audit(ctx, s.js, rec); err != nil {
-		s.log.Error("write audit record", "job_id", j.GetId(), "stage", stage.String(), "error", err)
 	}
 }
 

@@ -64,6 +64,16 @@ func Event(ctx context.Context, js Publisher, e *eventv1.Event) (uint64, error) 
 
 // Audit publishes r to the AUDIT stream on sb.audit.<stage>.
 func Audit(ctx context.Context, js Publisher, r *auditv1.Record) (uint64, error) {
+	subject, err := prepareAudit(r)
+	if err != nil {
+		return 0, err
+	}
+	return publish(ctx, js, subject, r.GetId(), r.GetCommandId(), r)
+}
+
+// prepareAudit fills in r's id and time, makes its raw text storable, and
+// returns its subject.
+func prepareAudit(r *auditv1.Record) (string, error) {
 	if r.GetId() == "" {
 		r.Id = NewID()
 	}
@@ -77,7 +87,7 @@ func Audit(ctx context.Context, js Publisher, r *auditv1.Record) (uint64, error)
 		auditv1.Stage_STAGE_RESULT:   "result",
 	}[r.GetStage()]
 	if stage == "" {
-		return 0, fmt.Errorf("audit record %s: stage is required", r.GetId())
+		return "", fmt.Errorf("audit record %s: stage is required", r.GetId())
 	}
 	// protojson refuses invalid UTF-8, and the audit trail must keep even a
 	// garbled message: replace bad bytes, and cut at a character boundary.
@@ -89,13 +99,21 @@ func Audit(ctx context.Context, js Publisher, r *auditv1.Record) (uint64, error)
 		}
 		r.Raw = r.Raw[:n]
 	}
-	return publish(ctx, js, wire.AuditSubject(stage), r.GetId(), r.GetCommandId(), r)
+	return wire.AuditSubject(stage), nil
 }
 
 func publish(ctx context.Context, js Publisher, subject, msgID, commandID string, m proto.Message) (uint64, error) {
+	msg, err := newMsg(ctx, subject, commandID, m)
+	if err != nil {
+		return 0, err
+	}
+	return publishMsg(ctx, js, msg, msgID)
+}
+
+func newMsg(ctx context.Context, subject, commandID string, m proto.Message) (*nats.Msg, error) {
 	data, err := wire.Marshal(m)
 	if err != nil {
-		return 0, fmt.Errorf("encode %s: %w", wire.TypeName(m), err)
+		return nil, fmt.Errorf("encode %s: %w", wire.TypeName(m), err)
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
@@ -105,25 +123,85 @@ func publish(ctx context.Context, js Publisher, subject, msgID, commandID string
 		msg.Header.Set(wire.HeaderCommandID, commandID)
 	}
 	telemetry.Inject(ctx, msg.Header)
+	return msg, nil
+}
+
+func publishMsg(ctx context.Context, js Publisher, msg *nats.Msg, msgID string) (uint64, error) {
 	// A publish that times out may still have been stored; retrying with the
 	// same message id is safe because the stream drops the duplicate.
-	var ack *jetstream.PubAck
 	for attempt := 0; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ack, err = js.PublishMsg(pctx, msg, jetstream.WithMsgID(msgID))
+		ack, err := js.PublishMsg(pctx, msg, jetstream.WithMsgID(msgID))
 		cancel()
 		if err == nil {
 			return ack.Sequence, nil
 		}
 		if ctx.Err() != nil || attempt >= 20 {
-			return 0, fmt.Errorf("publish %s to %s: %w", wire.TypeName(m), subject, err)
+			return 0, fmt.Errorf("publish %s to %s: %w", msg.Header.Get(wire.HeaderType), msg.Subject, err)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("publish %s to %s: %w", wire.TypeName(m), subject, ctx.Err())
+			return 0, fmt.Errorf("publish %s to %s: %w", msg.Header.Get(wire.HeaderType), msg.Subject, ctx.Err())
 		case <-time.After(backoff(attempt)):
 		}
 	}
+}
+
+// AsyncPublisher is the part of jetstream.JetStream that AuditAsync needs.
+type AsyncPublisher interface {
+	Publisher
+	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
+// Pending is a record sent without waiting for the stream to store it.
+type Pending struct {
+	js    Publisher
+	msg   *nats.Msg
+	msgID string
+	fut   jetstream.PubAckFuture
+	err   error
+}
+
+// Wait returns once the record is stored. When the asynchronous publish
+// failed or its ack did not come, it publishes again synchronously, with
+// retries; the same message id makes the stream drop a duplicate.
+func (p *Pending) Wait(ctx context.Context) error {
+	if p.err != nil {
+		return p.err
+	}
+	if p.fut != nil {
+		t := time.NewTimer(5 * time.Second)
+		defer t.Stop()
+		select {
+		case <-p.fut.Ok():
+			return nil
+		case <-p.fut.Err():
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("publish %s to %s: %w", p.msg.Header.Get(wire.HeaderType), p.msg.Subject, ctx.Err())
+		}
+	}
+	_, err := publishMsg(ctx, p.js, p.msg, p.msgID)
+	return err
+}
+
+// AuditAsync is Audit without waiting for the stream's ack, for records
+// written on the path a person waits on. Records sent over one connection
+// are stored in the order sent, so a caller that Waits before it writes the
+// next record of the same job keeps the trail in order.
+func AuditAsync(ctx context.Context, js AsyncPublisher, r *auditv1.Record) *Pending {
+	subject, err := prepareAudit(r)
+	if err != nil {
+		return &Pending{err: err}
+	}
+	msg, err := newMsg(ctx, subject, r.GetCommandId(), r)
+	if err != nil {
+		return &Pending{err: err}
+	}
+	p := &Pending{js: js, msg: msg, msgID: r.GetId()}
+	// Wait publishes synchronously when this fails (too many pending acks).
+	p.fut, _ = js.PublishMsgAsync(msg, jetstream.WithMsgID(r.GetId()))
+	return p
 }
 
 func backoff(attempt int) time.Duration {

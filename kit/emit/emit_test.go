@@ -555,3 +555,70 @@ func TestNewIDIsRandomHex(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+func TestAuditAsyncIsStoredInOrderAndOnce(t *testing.T) {
+	js := setup(t)
+	ctx := natstest.Context(t, 30*time.Second)
+	first := emit.AuditAsync(ctx, js, &auditv1.Record{Id: "job1-1-accepted", Stage: auditv1.Stage_STAGE_ACCEPTED, CommandId: "c1", Raw: "lb drain web-1"})
+	if err := first.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Waiting twice publishes again at worst, and the stream drops the copy.
+	if err := first.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := emit.Audit(ctx, js, &auditv1.Record{Id: "job1-1-succeeded", Stage: auditv1.Stage_STAGE_RESULT, CommandId: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, wire.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("AUDIT holds %d records, want 2", info.State.Msgs)
+	}
+	var ids []string
+	for seq := uint64(1); seq <= 2; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r auditv1.Record
+		if err := wire.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.GetId())
+	}
+	if !cmp.Equal(ids, []string{"job1-1-accepted", "job1-1-succeeded"}) {
+		t.Errorf("audit order = %v", ids)
+	}
+}
+
+// refusingAsync fails every asynchronous publish, as nats.go does when too
+// many acks are pending.
+type refusingAsync struct{ jetstream.JetStream }
+
+func (refusingAsync) PublishMsgAsync(*nats.Msg, ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	return nil, errors.New("too many outstanding async publishes")
+}
+
+func TestAuditAsyncFallsBackToASynchronousPublish(t *testing.T) {
+	js := setup(t)
+	ctx := natstest.Context(t, 30*time.Second)
+	p := emit.AuditAsync(ctx, refusingAsync{js}, &auditv1.Record{Id: "job2-1-accepted", Stage: auditv1.Stage_STAGE_ACCEPTED})
+	if err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := last(t, ctx, js, wire.StreamAudit, "sb.audit.accepted")
+	var r auditv1.Record
+	if err := wire.Unmarshal(m.data, &r); err != nil || r.GetId() != "job2-1-accepted" {
+		t.Fatalf("stored %v, %v", &r, err)
+	}
+	if err := emit.AuditAsync(ctx, js, &auditv1.Record{}).Wait(ctx); err == nil {
+		t.Error("a record without a stage was accepted")
+	}
+}

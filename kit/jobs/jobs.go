@@ -36,6 +36,9 @@ var (
 // Store reads and writes jobs.
 type Store struct {
 	kv jetstream.KeyValue
+	// js, when set, lets Create send the open marker without waiting for
+	// its ack before the job's Create (one round trip instead of two).
+	js jetstream.JetStream
 }
 
 // New returns a store over the sb_jobs bucket.
@@ -47,7 +50,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", wire.BucketJobs, err)
 	}
-	return New(kv), nil
+	return &Store{kv: kv, js: js}, nil
 }
 
 func jobKey(id string) string           { return "job." + id }
@@ -71,12 +74,34 @@ func (s *Store) Create(ctx context.Context, j *commandv1.Job) (uint64, *commandv
 	// The open marker goes first: if this replica dies between the two
 	// writes, a marker without a job is harmless (the janitor drops it),
 	// while a job without a marker would never be found and finished.
+	// Both writes go to one stream over one connection, so the stream
+	// stores them in the order sent: the marker need not be acknowledged
+	// before the Create is sent, only before Create returns.
+	var marker jetstream.PubAckFuture
 	if !Terminal(j.GetState()) {
-		if _, err := s.kv.Put(ctx, openKey(j.GetService(), j.GetId()), []byte(j.GetOwner())); err != nil {
-			return 0, nil, fmt.Errorf("mark job %s open: %w", j.GetId(), err)
+		if s.js != nil {
+			var err error
+			marker, err = s.js.PublishAsync("$KV."+wire.BucketJobs+"."+openKey(j.GetService(), j.GetId()), []byte(j.GetOwner()))
+			if err != nil {
+				marker = nil // fall back to a synchronous Put below
+			}
+		}
+		if marker == nil {
+			if _, err := s.kv.Put(ctx, openKey(j.GetService(), j.GetId()), []byte(j.GetOwner())); err != nil {
+				return 0, nil, fmt.Errorf("mark job %s open: %w", j.GetId(), err)
+			}
 		}
 	}
 	rev, err := s.kv.Create(ctx, jobKey(j.GetId()), data)
+	if marker != nil {
+		if merr := s.awaitMarker(ctx, marker, j); merr != nil && err == nil {
+			// The job exists without its marker: write the marker now, or
+			// no replica would finish the job after this one died.
+			if _, perr := s.kv.Put(ctx, openKey(j.GetService(), j.GetId()), []byte(j.GetOwner())); perr != nil {
+				return 0, nil, fmt.Errorf("mark job %s open: %w", j.GetId(), perr)
+			}
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		existing, _, gerr := s.Get(ctx, j.GetId())
 		// On a replicated bucket the read may be served by a replica that
@@ -105,6 +130,17 @@ func (s *Store) Create(ctx context.Context, j *commandv1.Job) (uint64, *commandv
 	return rev, nil, nil
 }
 
+func (s *Store) awaitMarker(ctx context.Context, f jetstream.PubAckFuture, j *commandv1.Job) error {
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return fmt.Errorf("mark job %s open: %w", j.GetId(), err)
+	case <-ctx.Done():
+		return fmt.Errorf("mark job %s open: %w", j.GetId(), ctx.Err())
+	}
+}
+
 // Get returns a job and its revision.
 func (s *Store) Get(ctx context.Context, id string) (*commandv1.Job, uint64, error) {
 	e, err := s.kv.Get(ctx, jobKey(id))
@@ -122,8 +158,9 @@ func (s *Store) Get(ctx context.Context, id string) (*commandv1.Job, uint64, err
 }
 
 // Update writes j if the stored revision is still rev, and returns the new
-// revision; ErrConflict otherwise. A job that reaches a final state loses its
-// open marker.
+// revision; ErrConflict otherwise. A job that reaches a final state keeps its
+// open marker until the caller calls Close: the command server first posts
+// the answer, so a person sees it one round trip sooner.
 func (s *Store) Update(ctx context.Context, j *commandv1.Job, rev uint64) (uint64, error) {
 	data, err := wire.Marshal(j)
 	if err != nil {
@@ -135,9 +172,6 @@ func (s *Store) Update(ctx context.Context, j *commandv1.Job, rev uint64) (uint6
 			return 0, ErrConflict
 		}
 		return 0, fmt.Errorf("update job %s: %w", j.GetId(), err)
-	}
-	if Terminal(j.GetState()) {
-		s.Close(ctx, j.GetService(), j.GetId())
 	}
 	return nrev, nil
 }
@@ -151,7 +185,8 @@ func (s *Store) Close(ctx context.Context, service, id string) error {
 }
 
 // Modify reads the job, applies f, and writes it back, retrying on
-// conflicts. f returns false to leave the job unchanged.
+// conflicts. f returns false to leave the job unchanged. A job it brings to a
+// final state loses its open marker.
 func (s *Store) Modify(ctx context.Context, id string, f func(*commandv1.Job) bool) (*commandv1.Job, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		j, rev, err := s.Get(ctx, id)
@@ -165,6 +200,9 @@ func (s *Store) Modify(ctx context.Context, id string, f func(*commandv1.Job) bo
 			continue
 		} else if err != nil {
 			return nil, err
+		}
+		if Terminal(j.GetState()) {
+			s.Close(ctx, j.GetService(), j.GetId())
 		}
 		return j, nil
 	}

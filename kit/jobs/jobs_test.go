@@ -258,7 +258,7 @@ func TestUpdateWithAStaleRevisionGivesErrConflict(t *testing.T) {
 	}
 }
 
-func TestUpdateToAFinalStateClosesTheJob(t *testing.T) {
+func TestAFinalStateClosesTheJobThroughCloseOrModify(t *testing.T) {
 	t.Parallel()
 	for _, final := range []commandv1.JobState{
 		commandv1.JobState_JOB_STATE_SUCCEEDED,
@@ -285,8 +285,27 @@ func TestUpdateToAFinalStateClosesTheJob(t *testing.T) {
 			if _, err := s.Update(ctx, j, rev); err != nil {
 				t.Fatal(err)
 			}
+			// Update leaves the marker for the caller to Close once it has
+			// posted the answer.
+			if ids, err := s.OpenIDs(ctx, "lb"); err != nil || !slices.Equal(ids, []string{j.GetId()}) {
+				t.Fatalf("OpenIDs after Update to %s = %v, %v; want the marker kept until Close", final, ids, err)
+			}
+			if err := s.Close(ctx, "lb", j.GetId()); err != nil {
+				t.Fatal(err)
+			}
 			if ids, err := s.OpenIDs(ctx, "lb"); err != nil || len(ids) != 0 {
-				t.Errorf("OpenIDs after %s = %v, %v; want none", final, ids, err)
+				t.Errorf("OpenIDs after Close = %v, %v; want none", ids, err)
+			}
+			// Modify to a final state closes by itself.
+			k := newJob("lb", "console:ana:modify:"+final.String(), "lb-a")
+			if _, _, err := s.Create(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Modify(ctx, k.GetId(), func(j *commandv1.Job) bool { j.State = final; return true }); err != nil {
+				t.Fatal(err)
+			}
+			if ids, err := s.OpenIDs(ctx, "lb"); err != nil || len(ids) != 0 {
+				t.Errorf("OpenIDs after Modify to %s = %v, %v; want none", final, ids, err)
 			}
 			if got, _, err := s.Get(ctx, j.GetId()); err != nil || got.GetState() != final {
 				t.Errorf("Get after %s = %v, %v", final, got, err)

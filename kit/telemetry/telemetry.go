@@ -62,7 +62,9 @@ func Setup(ctx context.Context, service string, getenv func(string) string) (*Te
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: build resource for %s: %w", service, err)
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	// With no exporter nothing would read a recorded span: sample none, which
+	// still gives every command a trace id to log, propagate and quote.
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.NeverSample())}
 
 	endpoint, err := tracesEndpoint(getenv)
 	if err != nil {
@@ -73,7 +75,7 @@ func Setup(ctx context.Context, service string, getenv func(string) string) (*Te
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: create otlp exporter for %s: %w", endpoint, err)
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		opts = append(opts, sdktrace.WithBatcher(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	}
 
 	t, err := newTelemetry(res, opts...)
@@ -114,8 +116,9 @@ func newTelemetry(res *resource.Resource, opts ...sdktrace.TracerProviderOption)
 		return nil, fmt.Errorf("create prometheus exporter: %w", err)
 	}
 
-	// Sample everything: a small team's command volume is tiny, and a
-	// failed command must always be able to point at its trace.
+	// Sample everything that is exported: a small team's command volume is
+	// tiny, and a failed command must always be able to point at its trace.
+	// (Later options win, so Setup's choice overrides this default.)
 	opts = append([]sdktrace.TracerProviderOption{sdktrace.WithSampler(sdktrace.AlwaysSample())}, opts...)
 	return &Telemetry{
 		tp: sdktrace.NewTracerProvider(opts...),

@@ -115,8 +115,15 @@ func TestSetupWithoutAnEndpointStillMakesTraceIDs(t *testing.T) {
 	}
 	ctx, span := tel.TracerProvider().Tracer("test").Start(t.Context(), "op")
 	defer span.End()
-	if !span.SpanContext().IsValid() || !span.SpanContext().IsSampled() {
-		t.Fatalf("span context %+v is not valid and sampled", span.SpanContext())
+	// Nothing exports, so nothing is recorded; the trace id is still there
+	// to log, propagate and quote.
+	if !span.SpanContext().IsValid() || span.SpanContext().IsSampled() || span.IsRecording() {
+		t.Fatalf("span context %+v: want valid, not sampled, not recording", span.SpanContext())
+	}
+	h := nats.Header{}
+	telemetry.Inject(ctx, h)
+	if got := telemetry.TraceID(telemetry.Extract(t.Context(), h)); got != span.SpanContext().TraceID().String() {
+		t.Errorf("trace id through headers = %q, want %s", got, span.SpanContext().TraceID())
 	}
 	id := telemetry.TraceID(ctx)
 	if len(id) != 32 || id != span.SpanContext().TraceID().String() {
