@@ -13,6 +13,9 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /usr/sbin/knotd ] || command -v knotd >/dev/null 2>&1 || need+=(knot)
 command -v kdig >/dev/null 2>&1 || need+=(knot-dnsutils)
 command -v kzonecheck >/dev/null 2>&1 || need+=(knot-dnssecutils)
+# services/watcher runs against a real Graphite (carbon + graphite-web).
+[ -x /usr/bin/carbon-cache ] || need+=(graphite-carbon)
+[ -d /usr/lib/python3/dist-packages/graphite ] || need+=(graphite-web)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${need[*]}"
   sudo=""

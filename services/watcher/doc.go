@@ -1,0 +1,2 @@
+// Package watcher is the watcher service (in progress).
+package watcher
