@@ -9,6 +9,7 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/config"
 	"github.com/switchboard-ops/switchboard/services/chat"
+	"github.com/switchboard-ops/switchboard/services/lb"
 )
 
 // Config is switchboard's configuration file: one YAML document, every key
@@ -28,6 +29,7 @@ type Config struct {
 		Addr string `yaml:"addr"`
 	} `yaml:"metrics"`
 	Chat chat.Config `yaml:"chat"`
+	LB   lb.Config   `yaml:"lb"`
 }
 
 // defaultDataDir is $SB_DATA_DIR, else $XDG_DATA_HOME/switchboard, else
@@ -55,6 +57,7 @@ func defaultConfig(getenv func(string) string) Config {
 	c.Embedded.Port = 4222
 	c.Metrics.Addr = "127.0.0.1:9464"
 	c.Chat = chat.DefaultConfig()
+	c.LB = lb.DefaultConfig()
 	return c
 }
 
@@ -64,6 +67,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("data_dir: required")
 	}
 	if err := c.NATS.Validate(); err != nil {
+		return err
+	}
+	if err := c.LB.Validate(); err != nil {
 		return err
 	}
 	return c.Chat.Validate()

@@ -5,9 +5,12 @@ go 1.26.0
 require (
 	github.com/chromedp/chromedp v0.23.0
 	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nkeys v0.4.16
 	github.com/switchboard-ops/switchboard/kit v0.0.0
 	github.com/switchboard-ops/switchboard/proto v0.0.0
 	github.com/switchboard-ops/switchboard/services/chat v0.0.0
+	github.com/switchboard-ops/switchboard/services/lb v0.0.0
+	google.golang.org/protobuf v1.36.12
 )
 
 require (
@@ -21,19 +24,20 @@ require (
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
 	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
-	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/slack-go/slack v0.35.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
@@ -53,7 +57,6 @@ require (
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/grpc v1.83.2 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 )
 
@@ -61,4 +64,9 @@ replace (
 	github.com/switchboard-ops/switchboard/kit => ../../kit
 	github.com/switchboard-ops/switchboard/proto => ../../proto
 	github.com/switchboard-ops/switchboard/services/chat => ../../services/chat
+	github.com/switchboard-ops/switchboard/services/deployer => ../../services/deployer
+	github.com/switchboard-ops/switchboard/services/dns => ../../services/dns
+	github.com/switchboard-ops/switchboard/services/incidents => ../../services/incidents
+	github.com/switchboard-ops/switchboard/services/lb => ../../services/lb
+	github.com/switchboard-ops/switchboard/services/watcher => ../../services/watcher
 )

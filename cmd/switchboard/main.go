@@ -28,6 +28,9 @@ usage:
                                              chosen services against an external NATS cluster (services: chat)
   switchboard say [--channel C] [--json] [--timeout D] [--nats URL] [--creds FILE] TEXT…
                                              send a command as you would in chat and follow its thread
+  switchboard doctor [--nats URL] [--creds FILE] [--as SERVICE]
+                                             check the connection, permissions, streams, buckets and services
+  switchboard nkeys --out DIR                NATS nkey seeds for every service and the nkeys.conf of deploy/nats
   switchboard version
 
 exit codes of say: 0 success, 1 command failed, 2 parse or usage error, 3 denied, 4 no service answers
@@ -48,6 +51,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		err = serve(ctx, rest, getenv, stdout, stderr)
 	case "say":
 		return say(ctx, rest, getenv, stdout, stderr)
+	case "nkeys":
+		err = nkeysCmd(rest, stdout)
+	case "doctor":
+		return doctor(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "switchboard", version)
 		return 0

@@ -19,10 +19,11 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/logging"
 	"github.com/switchboard-ops/switchboard/kit/telemetry"
 	"github.com/switchboard-ops/switchboard/services/chat"
+	"github.com/switchboard-ops/switchboard/services/lb"
 )
 
 // services are the services compiled into this binary, in start order.
-var services = []string{"chat"}
+var services = []string{"chat", "lb"}
 
 // runAll is the all-in-one mode: the embedded NATS server (unless nats.url
 // is set), every service, and the web console.
@@ -168,6 +169,15 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 				consoleURL = "http://" + l.Addr().String() + "/"
 			}
 			if err := svc.Start(ctx, l); err != nil {
+				return err
+			}
+			stops = append(stops, svc.Stop)
+		case "lb":
+			svc, err := lb.New(ctx, cfg.LB, lb.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: tel.Meter("switchboard"), Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
+			if err != nil {
+				return err
+			}
+			if err := svc.Start(ctx); err != nil {
 				return err
 			}
 			stops = append(stops, svc.Stop)

@@ -29,7 +29,9 @@ import (
 type Config struct {
 	// URL lists one or more servers, comma-separated ("nats://a:4222,nats://b:4222").
 	URL string `yaml:"url"`
-	// Creds is a NATS credentials file (JWT + seed).
+	// Creds is a NATS credentials file: a user JWT with its seed (operator
+	// mode), or an nkey seed alone (the nkey users of deploy/nats, written by
+	// `switchboard nkeys`).
 	Creds string `yaml:"creds"`
 	// TokenFile holds a token; Token may come from SB_NATS_TOKEN instead.
 	TokenFile string `yaml:"token_file"`
@@ -103,7 +105,11 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*nats.Conn, err
 		}),
 	}
 	if cfg.Creds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.Creds))
+		o, err := credsOption(cfg.Creds)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
 	}
 	token := cfg.Token
 	if token == "" && cfg.TokenFile != "" {
@@ -152,6 +158,22 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*nats.Conn, err
 		}()
 		return nil, fmt.Errorf("connect to nats %s: %w", redact(cfg.URL), ctx.Err())
 	}
+}
+
+// credsOption tells an nkey seed file from a JWT credentials file.
+func credsOption(path string) (nats.Option, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read nats credentials: %w", err)
+	}
+	if s := strings.TrimSpace(string(b)); strings.HasPrefix(s, "SU") && !strings.Contains(s, "\n") {
+		o, err := nats.NkeyOptionFromSeed(path)
+		if err != nil {
+			return nil, fmt.Errorf("nats credentials %s: %w", path, err)
+		}
+		return o, nil
+	}
+	return nats.UserCredentials(path), nil
 }
 
 // redact drops user info from URLs before they reach a log.
