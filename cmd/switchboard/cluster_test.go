@@ -28,9 +28,13 @@ import (
 
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/emit"
+	"github.com/switchboard-ops/switchboard/kit/inventory"
+	"github.com/switchboard-ops/switchboard/kit/jobs"
 	auditv1 "github.com/switchboard-ops/switchboard/proto/sb/audit/v1"
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
+	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+	"github.com/switchboard-ops/switchboard/services/lb/haproxytest"
 )
 
 // These tests run deploy/nats as it ships: three nats-server processes
@@ -398,10 +402,19 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 		cmd *exec.Cmd
 		out *syncBuffer
 	}
+	// One real service beside the chat: lb, against a real HAProxy.
+	hap := haproxytest.Start(t, haproxytest.Config{Backends: []haproxytest.Backend{{Name: "www", Servers: []haproxytest.Server{
+		{Name: "web1", Addr: "127.0.0.1:1"}, {Name: "web2", Addr: "127.0.0.1:2"}, {Name: "web3", Addr: "127.0.0.1:3"},
+	}}}})
+	seedInventory(t, js, "production", "www", "web1", "web2", "web3")
+	cfgFile := filepath.Join(t.TempDir(), "switchboard.yaml")
+	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("lb:\n  environments:\n    production:\n      instances:\n        - {name: lb1, address: %q}\n  ops: {adapter: cli, channel: ops}\n", hap.Address())), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	startReplica := func(service, creds string) *replica {
 		r := &replica{out: &syncBuffer{}}
 		home := t.TempDir()
-		r.cmd = exec.Command(sbBin, "serve", service, "--nats", c.url(), "--creds", c.creds(creds))
+		r.cmd = exec.Command(sbBin, "serve", service, "--nats", c.url(), "--creds", c.creds(creds), "--config", cfgFile)
 		r.cmd.Env = append(os.Environ(), "HOME="+home, "SB_DATA_DIR="+home, "SB_NATS_REPLICAS=3", "SB_NATS_TLS_CA="+c.ca,
 			"SB_CHAT_CONSOLE_ADDR=127.0.0.1:0", "SB_METRICS_ADDR=127.0.0.1:0", "SB_LOG_LEVEL=warn")
 		r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
@@ -418,8 +431,17 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 		return r
 	}
 	chats := []*replica{startReplica("chat", "chat"), startReplica("chat", "chat")}
+	lbs := []*replica{startReplica("lb", "lb"), startReplica("lb", "lb")}
 
 	cli := c.connect("cli")
+	// The test watches jobs end as an operator would, with admin rights.
+	store, err := jobs.Open(context.Background(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Channels c0 and c1 ping the chat's own sys service; c2 sets web1's
+	// weight to 1, 2, 3… through the lb replicas, so HAProxy must end at the
+	// last value and every job must have answered once.
 	const channels, perChannel = 3, 20
 	type sent struct {
 		channel string
@@ -442,6 +464,7 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 					// Mid-stream: a NATS node and a chat replica die.
 					c.kill(1)
 					chats[0].cmd.Process.Signal(syscall.SIGKILL)
+					lbs[0].cmd.Process.Signal(syscall.SIGKILL)
 					killed <- time.Now()
 				}
 				msg := &chatv1.ChatMessage{
@@ -450,11 +473,14 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 					Author:       &chatv1.Identity{Id: "cli:ana", Name: "ana"},
 					Text:         "ping",
 				}
+				if ch == 2 {
+					msg.Text = fmt.Sprintf("lb weight web1 www %d", i+1)
+				}
 				data, _ := wire.Marshal(msg)
 				// Retry the same message id until the chat answers: the
 				// retry after a lost reply must not run the command again.
 				var reply chatv1.ChatReply
-				deadline := time.Now().Add(60 * time.Second)
+				deadline := time.Now().Add(20 * time.Second)
 				for {
 					resp, err := cli.Request(wire.SubjectChatIn, data, 3*time.Second)
 					if err == nil && wire.Unmarshal(resp.Data, &reply) == nil &&
@@ -462,10 +488,24 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 						break
 					}
 					if time.Now().After(deadline) {
-						errc <- fmt.Errorf("%s: no acceptance within 60s (last: %v %v)", msg.Id, reply.GetStatus(), err)
+						errc <- fmt.Errorf("%s: no acceptance within 60s (last: %v %q %v)", msg.Id, reply.GetStatus(), reply.GetMessage(), err)
 						return
 					}
 					time.Sleep(100 * time.Millisecond)
+				}
+				// Like a person, wait for the answer before the next command.
+				for {
+					gctx, gcancel := context.WithTimeout(context.Background(), 2*time.Second)
+					j, _, err := store.Get(gctx, reply.GetJobId())
+					gcancel()
+					if err == nil && jobs.Terminal(j.GetState()) {
+						break
+					}
+					if time.Now().After(deadline.Add(60 * time.Second)) {
+						errc <- fmt.Errorf("%s: job %s did not end (last: %v %v)", msg.Id, reply.GetJobId(), j.GetState(), err)
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
 				}
 				mu.Lock()
 				all = append(all, sent{channel, msg.Id, reply.GetJobId()})
@@ -500,7 +540,7 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 		}
 		for _, s := range all {
 			if len(results[s.job]) == 0 {
-				return fmt.Errorf("no result yet for %s (job %s)", s.id, s.job)
+				return fmt.Errorf("no result yet for %s (job %s); lb replica logs:\n%s\n%s", s.id, s.job, lbs[0].out.String(), lbs[1].out.String())
 			}
 		}
 		return nil
@@ -513,24 +553,48 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 			t.Errorf("%s answered in %s, want %s", s.id, p.GetConversation().GetChannel(), s.channel)
 		}
 	}
-	// Per channel, results come in the order sent (each channel's sender
-	// waits for acceptance before the next, and ping answers at once).
+	// Per channel, results come in the order the commands were sent (each
+	// sent after the previous one ended), except
+	// a job whose replica died: another replica answers it after taking it
+	// over (its posts are numbered from 100 up), later than the commands sent
+	// after it. Within every thread, posts come in their own order.
 	chatPosts := readAll[*chatv1.ChatPost](t, ctx, js, wire.StreamChat, func() *chatv1.ChatPost { return &chatv1.ChatPost{} })
 	order := map[string][]string{}
+	takenOver := map[string]bool{}
+	lastSeq := map[string]uint32{}
 	for _, p := range chatPosts {
+		if p.GetJobId() == "" {
+			continue // the chat's own answers (a refusal while a replica was gone)
+		}
+		if last, ok := lastSeq[p.GetJobId()]; ok && p.GetSeq() <= last {
+			t.Errorf("job %s: post %d after post %d", p.GetJobId(), p.GetSeq(), last)
+		}
+		lastSeq[p.GetJobId()] = p.GetSeq()
+		if p.GetSeq() >= 100 {
+			takenOver[p.GetJobId()] = true
+		}
 		if p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR {
 			order[p.GetConversation().GetChannel()] = append(order[p.GetConversation().GetChannel()], p.GetJobId())
 		}
 	}
 	want := map[string][]string{}
 	for _, s := range all {
-		want[s.channel] = append(want[s.channel], s.job)
-	}
-	for ch, jobs := range want {
-		if strings.Join(order[ch], ",") != strings.Join(jobs, ",") {
-			t.Errorf("channel %s: results in order %v, sent %v", ch, order[ch], jobs)
+		if !takenOver[s.job] {
+			want[s.channel] = append(want[s.channel], s.job)
 		}
 	}
+	for ch, jobs := range want {
+		var got []string
+		for _, j := range order[ch] {
+			if !takenOver[j] {
+				got = append(got, j)
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(jobs, ",") {
+			t.Errorf("channel %s: results in order %v, sent %v", ch, got, jobs)
+		}
+	}
+	t.Logf("%d of %d jobs were taken over from the killed replicas", len(takenOver), len(all))
 	stages := map[string]map[string]int{}
 	for _, r := range readAll[*auditv1.Record](t, ctx, js, wire.StreamAudit, func() *auditv1.Record { return &auditv1.Record{} }) {
 		// The request record is written before the command is known, so
@@ -550,8 +614,33 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 			t.Errorf("%s (job %s): audit stages %v, want request, decision, accepted and exactly one result", s.id, s.job, got)
 		}
 	}
+	if got := hap.Query("get weight www/web1"); !strings.HasPrefix(got, fmt.Sprintf("%d ", perChannel)) {
+		t.Errorf("HAProxy weight of www/web1 = %q, want %d: a weight command was lost or ran late", got, perChannel)
+	}
+	for _, s := range all {
+		if p := results[s.job][0]; s.channel == "c2" && p.GetKind() != chatv1.Kind_KIND_RESULT && !strings.Contains(p.GetText(), "stopped while running") {
+			t.Errorf("%s failed: %s", s.id, p.GetText())
+		}
+	}
 	if t.Failed() {
-		t.Logf("surviving chat replica log:\n%s", chats[1].out.String())
+		t.Logf("surviving chat replica log:\n%s\nsurviving lb replica log:\n%s", chats[1].out.String(), lbs[1].out.String())
+	}
+}
+
+func seedInventory(t *testing.T, js jetstream.JetStream, env, backend string, hosts ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := inventory.Bucket(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hs []*inventoryv1.Host
+	for _, h := range hosts {
+		hs = append(hs, &inventoryv1.Host{Name: h, Environment: env, Role: "web", Backends: []string{backend}, State: inventoryv1.HostState_HOST_STATE_ACTIVE})
+	}
+	if _, err := inventory.Publish(ctx, kv, "e2e", hs, nil); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -544,6 +544,11 @@ func (s *Server) finish(ctx context.Context, job *Job, state commandv1.JobState,
 	s.ended.Add(wctx, 1, attrs)
 	s.duration.Record(wctx, final.GetFinishedAt().AsTime().Sub(final.GetCreatedAt().AsTime()).Seconds(), attrs)
 	s.fillPost(job, post, seq)
+	// The result record is sent before the post and awaited after it: over
+	// one connection it reaches the stream first, so a replica that dies
+	// right after posting has still left its record, and the person does
+	// not wait for it.
+	result := emit.AuditAsync(wctx, s.js, s.auditRecord(final, auditv1.Stage_STAGE_RESULT, outcome, post.GetText()))
 	if _, err := emit.Post(wctx, s.js, post); err != nil {
 		log.Error("post job result", "error", err)
 	}
@@ -553,7 +558,9 @@ func (s *Server) finish(ctx context.Context, job *Job, state commandv1.JobState,
 		log.Warn("close job", "error", err)
 	}
 	s.awaitAccepted(wctx, job)
-	s.audit(wctx, final, auditv1.Stage_STAGE_RESULT, outcome, post.GetText())
+	if err := result.Wait(wctx); err != nil {
+		log.Error("write audit record", "stage", "result", "error", err)
+	}
 }
 
 func (s *Server) awaitAccepted(ctx context.Context, job *Job) {
@@ -715,6 +722,15 @@ func (s *Server) scan(ctx context.Context) {
 			continue
 		}
 		if jobs.Terminal(rec.GetState()) {
+			// Its owner records the end, then posts the answer, then closes
+			// the marker. A marker still here means the owner is between
+			// those steps, or died there: then the answer may never have
+			// been posted, and is posted again from the record (same post
+			// and audit ids, so the streams drop a copy they already hold).
+			if owner := rec.GetOwner(); owner != s.opts.Instance && s.alive(ctx, owner) {
+				continue
+			}
+			s.repostResult(ctx, rec)
 			s.store.Close(ctx, s.opts.Service, id)
 			continue
 		}
@@ -746,6 +762,24 @@ func (s *Server) scan(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+}
+
+// repostResult posts the answer of an ended job from its record, with the
+// ids the first post and audit record had.
+func (s *Server) repostResult(ctx context.Context, rec *commandv1.Job) {
+	post := &chatv1.ChatPost{Text: rec.GetResult(), Kind: chatv1.Kind_KIND_RESULT, Reaction: chatv1.Reaction_REACTION_SUCCEEDED}
+	if rec.GetState() != commandv1.JobState_JOB_STATE_SUCCEEDED {
+		post.Kind, post.Reaction = chatv1.Kind_KIND_ERROR, chatv1.Reaction_REACTION_FAILED
+	}
+	if post.Text == "" {
+		post.Text = "Done."
+	}
+	s.fillPost(&Job{srv: s, rec: rec, traceID: rec.GetTraceId()}, post, rec.GetPosts())
+	if _, err := emit.Post(ctx, s.js, post); err != nil {
+		s.log.Warn("post the answer of an ended job", "job_id", rec.GetId(), "error", err)
+		return
+	}
+	s.audit(ctx, rec, auditv1.Stage_STAGE_RESULT, stateWord(rec.GetState()), post.GetText())
 }
 
 func (s *Server) alive(ctx context.Context, instance string) bool {
@@ -780,6 +814,9 @@ func (s *Server) takeOver(ctx context.Context, rec *commandv1.Job, rev uint64) {
 		pctx = trace.ContextWithSpanContext(s.ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: trace.SpanID{1}, Remote: true}))
 	}
 	job := &Job{srv: s, rec: rec, spec: c.Spec, traceID: rec.GetTraceId(), seq: rec.GetPosts() + 100*(rec.GetAttempt()-1)}
+	// The trail says who holds the job now (and has an "accepted" record
+	// even when the first replica died before writing its own).
+	s.audit(pctx, rec, auditv1.Stage_STAGE_ACCEPTED, "taken over", fmt.Sprintf("replica %s stopped; %s took the job over (attempt %d)", prev, s.opts.Instance, rec.GetAttempt()))
 	if c.Spec.GetResumable() && !rec.GetCancelRequested() {
 		log.Warn("resuming job of a replica that stopped")
 		job.Post(pctx, &chatv1.ChatPost{Kind: chatv1.Kind_KIND_NOTICE,

@@ -447,3 +447,43 @@ func TestNATSRestartLosesNoPostAndKeepsOrder(t *testing.T) {
 		}
 	}
 }
+
+// A replica that recorded a job's end and died before posting the answer:
+// the next scan posts it from the record, once.
+func TestAnAnswerLostBetweenRecordAndPostIsPostedFromTheRecord(t *testing.T) {
+	s := natstest.RunServer(t)
+	e := newEnv(t, s.ClientURL())
+	store, err := jobs.Open(context.Background(), e.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := natstest.Context(t, 30*time.Second)
+	req := request("console/ops/lost", "t slow", map[string]string{"steps": "1"})
+	rec := &commandv1.Job{Id: wire.JobID(req.GetId()), CommandId: req.GetId(), Service: "t", Command: "t slow",
+		State: commandv1.JobState_JOB_STATE_RUNNING, Owner: "dead-replica", Attempt: 1, Request: req,
+		Requester: req.GetRequester(), Conversation: req.GetConversation()}
+	rev, _, err := store.Create(ctx, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.State, rec.Result, rec.Posts = commandv1.JobState_JOB_STATE_SUCCEEDED, "drained web1", 3
+	if _, err := store.Update(ctx, rec, rev); err != nil {
+		t.Fatal(err)
+	}
+	var started atomic.Int32
+	e.serve(slowCommands(&started))
+	final, all := e.final(req.GetId(), 20*time.Second)
+	if final.GetText() != "drained web1" || final.GetKind() != chatv1.Kind_KIND_RESULT || final.GetSeq() != 3 {
+		t.Fatalf("reposted answer = %v", final)
+	}
+	natstest.WaitFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		ids, err := store.OpenIDs(ctx, "t")
+		if err != nil || len(ids) != 0 {
+			return fmt.Errorf("open jobs %v, %v", ids, err)
+		}
+		return nil
+	})
+	if len(all) != 1 || started.Load() != 0 {
+		t.Errorf("%d posts and %d runs; want the answer once and no run", len(all), started.Load())
+	}
+}

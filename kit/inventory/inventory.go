@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -305,4 +306,53 @@ func sortedKeys(m map[string]*inventoryv1.Host) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Cache keeps the latest revision in memory, fed by one long-lived watch, so
+// a command reads the inventory without a round trip per host, and keeps
+// working on the last revision it saw while the bus recovers from a lost node.
+type Cache struct {
+	kv   jetstream.KeyValue
+	mu   sync.Mutex
+	snap *Snapshot
+}
+
+// NewCache returns a cache over the bucket; Run feeds it.
+func NewCache(kv jetstream.KeyValue) *Cache { return &Cache{kv: kv} }
+
+// Run watches the bucket until ctx ends, starting the watch again when it
+// fails.
+func (c *Cache) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		Watch(ctx, c.kv, func(s *Snapshot) {
+			c.mu.Lock()
+			c.snap = s
+			c.mu.Unlock()
+		})
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Get returns the latest revision seen, or loads it when none has been seen
+// yet (ErrEmpty when nothing is published).
+func (c *Cache) Get(ctx context.Context) (*Snapshot, error) {
+	c.mu.Lock()
+	s := c.snap
+	c.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	s, err := Load(ctx, c.kv)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.snap == nil {
+		c.snap = s
+	}
+	c.mu.Unlock()
+	return s, nil
 }

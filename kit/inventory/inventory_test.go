@@ -1,6 +1,7 @@
 package inventory_test
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -70,4 +71,41 @@ func TestPublishLoadWatchDiff(t *testing.T) {
 	if _, err := inventory.Publish(ctx, kv, "r3", []*inventoryv1.Host{host("a", "p", "r"), host("a", "p", "r")}, nil); err == nil {
 		t.Fatal("a duplicate host was published")
 	}
+}
+
+func TestCacheFollowsTheLatestRevision(t *testing.T) {
+	ctx := natstest.Context(t, 30*time.Second)
+	s := natstest.RunServer(t)
+	js := natstest.JetStream(t, natstest.Connect(t, s))
+	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := inventory.Bucket(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := inventory.NewCache(kv)
+	if _, err := c.Get(ctx); err != inventory.ErrEmpty {
+		t.Fatalf("Get before anything is published: %v, want ErrEmpty", err)
+	}
+	if _, err := inventory.Publish(ctx, kv, "r1", []*inventoryv1.Host{host("web-1", "prod", "web", "web")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if snap, err := c.Get(ctx); err != nil || snap.Meta.GetRevision() != "r1" {
+		t.Fatalf("Get after r1 without Run: %v, %v", snap, err)
+	}
+	go c.Run(ctx)
+	if _, err := inventory.Publish(ctx, kv, "r2", []*inventoryv1.Host{host("web-2", "prod", "web", "web")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		snap, err := c.Get(ctx)
+		if err != nil {
+			return err
+		}
+		if snap.Meta.GetRevision() != "r2" || snap.Host("web-2") == nil {
+			return errors.New("cache still at " + snap.Meta.GetRevision())
+		}
+		return nil
+	})
 }

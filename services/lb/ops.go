@@ -85,7 +85,7 @@ func (s *Service) plan(ctx context.Context, job *command.Job, op serverOp) (*pla
 	if err != nil {
 		return nil, err
 	}
-	snap, err := inventory.Load(ctx, s.inv)
+	snap, err := s.inv.Get(ctx)
 	if errors.Is(err, inventory.ErrEmpty) {
 		return nil, command.UserErrorf("the inventory is empty, so no host can be checked (is the deployer running?); nothing was changed")
 	}

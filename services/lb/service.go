@@ -181,7 +181,7 @@ type Service struct {
 	deps     Deps
 	js       jetstream.JetStream
 	desired  *desiredStore
-	inv      jetstream.KeyValue
+	inv      *inventory.Cache
 	fleet    *fleet
 	instance string
 
@@ -255,7 +255,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		deps:     d,
 		js:       js,
 		desired:  &desiredStore{kv: kv},
-		inv:      inv,
+		inv:      inventory.NewCache(inv),
 		fleet:    f,
 		instance: d.Instance,
 		reported: map[string]string{},
@@ -311,7 +311,8 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.wg.Add(1)
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); s.inv.Run(rctx) }()
 	go s.reconcileLoop(rctx)
 	return nil
 }
