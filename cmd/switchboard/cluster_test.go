@@ -416,7 +416,7 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 		home := t.TempDir()
 		r.cmd = exec.Command(sbBin, "serve", service, "--nats", c.url(), "--creds", c.creds(creds), "--config", cfgFile)
 		r.cmd.Env = append(os.Environ(), "HOME="+home, "SB_DATA_DIR="+home, "SB_NATS_REPLICAS=3", "SB_NATS_TLS_CA="+c.ca,
-			"SB_CHAT_CONSOLE_ADDR=127.0.0.1:0", "SB_METRICS_ADDR=127.0.0.1:0", "SB_LOG_LEVEL=warn")
+			"SB_CHAT_CONSOLE_ADDR=127.0.0.1:0", "SB_METRICS_ADDR=127.0.0.1:0", "SB_INCIDENTS_HTTP_ADDR=127.0.0.1:0", "SB_LOG_LEVEL=warn")
 		r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 		if err := r.cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -9,7 +9,11 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/config"
 	"github.com/switchboard-ops/switchboard/services/chat"
+	"github.com/switchboard-ops/switchboard/services/deployer"
+	"github.com/switchboard-ops/switchboard/services/dns"
+	"github.com/switchboard-ops/switchboard/services/incidents"
 	"github.com/switchboard-ops/switchboard/services/lb"
+	"github.com/switchboard-ops/switchboard/services/watcher"
 )
 
 // Config is switchboard's configuration file: one YAML document, every key
@@ -28,8 +32,12 @@ type Config struct {
 	Metrics struct {
 		Addr string `yaml:"addr"`
 	} `yaml:"metrics"`
-	Chat chat.Config `yaml:"chat"`
-	LB   lb.Config   `yaml:"lb"`
+	Chat      chat.Config      `yaml:"chat"`
+	LB        lb.Config        `yaml:"lb"`
+	DNS       dns.Config       `yaml:"dns"`
+	Incidents incidents.Config `yaml:"incidents"`
+	Watcher   watcher.Config   `yaml:"watcher"`
+	Deployer  deployer.Config  `yaml:"deployer"`
 }
 
 // defaultDataDir is $SB_DATA_DIR, else $XDG_DATA_HOME/switchboard, else
@@ -58,6 +66,10 @@ func defaultConfig(getenv func(string) string) Config {
 	c.Metrics.Addr = "127.0.0.1:9464"
 	c.Chat = chat.DefaultConfig()
 	c.LB = lb.DefaultConfig()
+	c.DNS = dns.DefaultConfig()
+	c.Incidents = incidents.DefaultConfig()
+	c.Watcher = watcher.DefaultConfig()
+	c.Deployer = deployer.DefaultConfig()
 	return c
 }
 
@@ -69,8 +81,10 @@ func (c Config) Validate() error {
 	if err := c.NATS.Validate(); err != nil {
 		return err
 	}
-	if err := c.LB.Validate(); err != nil {
-		return err
+	for _, v := range []interface{ Validate() error }{c.LB, c.DNS, c.Incidents, c.Watcher, c.Deployer} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
 	}
 	return c.Chat.Validate()
 }

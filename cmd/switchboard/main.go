@@ -30,6 +30,7 @@ usage:
                                              send a command as you would in chat and follow its thread
   switchboard doctor [--nats URL] [--creds FILE] [--as SERVICE]
                                              check the connection, permissions, streams, buckets and services
+  switchboard enc classify [--repo DIR] HOST print the Puppet ENC answer for HOST from a checkout (external_nodes)
   switchboard nkeys --out DIR                NATS nkey seeds for every service and the nkeys.conf of deploy/nats
   switchboard version
 
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		err = serve(ctx, rest, getenv, stdout, stderr)
 	case "say":
 		return say(ctx, rest, getenv, stdout, stderr)
+	case "enc":
+		return encCmd(rest, stdout, stderr)
 	case "nkeys":
 		err = nkeysCmd(rest, stdout)
 	case "doctor":

@@ -45,11 +45,12 @@ func startSwitchboardOutput(t *testing.T) (func(string) string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	env := map[string]string{
-		"SB_DATA_DIR":          dir,
-		"SB_EMBEDDED_PORT":     "-1",
-		"SB_CHAT_CONSOLE_ADDR": "127.0.0.1:0",
-		"SB_METRICS_ADDR":      freeAddr(t),
-		"HOME":                 dir,
+		"SB_DATA_DIR":            dir,
+		"SB_EMBEDDED_PORT":       "-1",
+		"SB_CHAT_CONSOLE_ADDR":   "127.0.0.1:0",
+		"SB_METRICS_ADDR":        freeAddr(t),
+		"SB_INCIDENTS_HTTP_ADDR": "127.0.0.1:0",
+		"HOME":                   dir,
 	}
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())

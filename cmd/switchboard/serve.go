@@ -19,11 +19,15 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/logging"
 	"github.com/switchboard-ops/switchboard/kit/telemetry"
 	"github.com/switchboard-ops/switchboard/services/chat"
+	"github.com/switchboard-ops/switchboard/services/deployer"
+	"github.com/switchboard-ops/switchboard/services/dns"
+	"github.com/switchboard-ops/switchboard/services/incidents"
 	"github.com/switchboard-ops/switchboard/services/lb"
+	"github.com/switchboard-ops/switchboard/services/watcher"
 )
 
 // services are the services compiled into this binary, in start order.
-var services = []string{"chat", "lb"}
+var services = []string{"chat", "deployer", "lb", "dns", "incidents", "watcher"}
 
 // runAll is the all-in-one mode: the embedded NATS server (unless nats.url
 // is set), every service, and the web console.
@@ -153,10 +157,11 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 		}
 	}()
 	consoleURL := ""
+	meter := tel.Meter("switchboard")
 	for _, name := range names {
 		switch name {
 		case "chat":
-			svc, err := chat.New(ctx, cfg.Chat, chat.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: tel.Meter("switchboard")})
+			svc, err := chat.New(ctx, cfg.Chat, chat.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas})
 			if err != nil {
 				return err
 			}
@@ -173,7 +178,43 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 			}
 			stops = append(stops, svc.Stop)
 		case "lb":
-			svc, err := lb.New(ctx, cfg.LB, lb.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: tel.Meter("switchboard"), Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
+			svc, err := lb.New(ctx, cfg.LB, lb.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
+			if err != nil {
+				return err
+			}
+			if err := svc.Start(ctx); err != nil {
+				return err
+			}
+			stops = append(stops, svc.Stop)
+		case "dns":
+			svc, err := dns.New(ctx, cfg.DNS, dns.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
+			if err != nil {
+				return err
+			}
+			if err := svc.Start(ctx); err != nil {
+				return err
+			}
+			stops = append(stops, svc.Stop)
+		case "incidents":
+			svc, err := incidents.New(ctx, cfg.Incidents, incidents.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
+			if err != nil {
+				return err
+			}
+			if err := svc.Start(ctx, nil); err != nil {
+				return fmt.Errorf("%w (set SB_INCIDENTS_HTTP_ADDR to use another address)", err)
+			}
+			stops = append(stops, svc.Stop)
+		case "deployer":
+			svc, err := deployer.New(ctx, cfg.Deployer, deployer.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
+			if err != nil {
+				return err
+			}
+			if err := svc.Start(ctx); err != nil {
+				return err
+			}
+			stops = append(stops, svc.Stop)
+		case "watcher":
+			svc, err := watcher.New(ctx, cfg.Watcher, watcher.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
 			if err != nil {
 				return err
 			}

@@ -14,7 +14,7 @@ import (
 // and talks to them with `say --nats`.
 func TestServeRunsTwoChatReplicasAgainstAnExternalCluster(t *testing.T) {
 	c := natstest.RunCluster(t, 3)
-	env := map[string]string{"HOME": t.TempDir(), "SB_NATS_REPLICAS": "3", "SB_CHAT_CONSOLE_ADDR": "127.0.0.1:0", "SB_METRICS_ADDR": "127.0.0.1:0"}
+	env := map[string]string{"HOME": t.TempDir(), "SB_NATS_REPLICAS": "3", "SB_CHAT_CONSOLE_ADDR": "127.0.0.1:0", "SB_METRICS_ADDR": "127.0.0.1:0", "SB_INCIDENTS_HTTP_ADDR": "127.0.0.1:0"}
 	getenv := func(k string) string { return env[k] }
 	for i := 0; i < 2; i++ {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -29,13 +29,43 @@ type Adapter interface {
 	Deliver(ctx context.Context, p *chatv1.ChatPost) error
 }
 
-// Permanent marks a delivery error that retrying cannot fix.
+// BatchAdapter is an Adapter that takes a channel's backlog at once. The
+// egress hands it every post of one channel that is waiting, in stream
+// order, so it can coalesce a flood (notices into a digest, progress
+// updates into the latest) instead of falling behind a per-channel rate
+// limit such as Slack's one message per second.
+type BatchAdapter interface {
+	Adapter
+	// DeliverBatch delivers posts, all of one channel, in order. It
+	// returns how many posts from the start are done (delivered, or part
+	// of something delivered) and, when not all are, why posts[n] is not;
+	// that error may be permanent (see Permanent).
+	DeliverBatch(ctx context.Context, posts []*chatv1.ChatPost) (n int, err error)
+}
+
+// maxBatch bounds the posts one DeliverBatch call gets.
+const maxBatch = 1000
+
+// Permanent marks a delivery error that retrying cannot fix. An adapter
+// package that cannot import this one may instead return an error with a
+// method Permanent() bool that returns true.
 func Permanent(err error) error { return &permanentError{err} }
 
 type permanentError struct{ err error }
 
 func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
+
+// isPermanent reports whether err was marked with Permanent, or says so
+// itself with a Permanent() bool method.
+func isPermanent(err error) bool {
+	var perm *permanentError
+	if errors.As(err, &perm) {
+		return true
+	}
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
+}
 
 // EgressOptions tune the egress; zero values take the defaults.
 type EgressOptions struct {
@@ -130,8 +160,102 @@ func (e *egress) dispatch(m jetstream.Msg) {
 
 func (e *egress) work(ch chan jetstream.Msg) {
 	defer e.wg.Done()
+	ba, batching := e.a.(BatchAdapter)
 	for m := range ch {
-		e.deliver(m)
+		if !batching {
+			e.deliver(m)
+			continue
+		}
+		// Take whatever else is already waiting in this shard, without
+		// waiting for more, and deliver it channel by channel.
+		batch := []jetstream.Msg{m}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case m2, ok := <-ch:
+				if !ok {
+					break more
+				}
+				batch = append(batch, m2)
+			default:
+				break more
+			}
+		}
+		var order []string
+		bySubject := map[string][]jetstream.Msg{}
+		for _, m := range batch {
+			if _, ok := bySubject[m.Subject()]; !ok {
+				order = append(order, m.Subject())
+			}
+			bySubject[m.Subject()] = append(bySubject[m.Subject()], m)
+		}
+		for _, subj := range order {
+			e.deliverBatch(ba, bySubject[subj])
+		}
+	}
+}
+
+// deliverBatch delivers the waiting posts of one channel through a
+// BatchAdapter, acknowledging each post as soon as the adapter reports it
+// done, with the same retry and skip rules as deliver.
+func (e *egress) deliverBatch(ba BatchAdapter, msgs []jetstream.Msg) {
+	posts := make([]*chatv1.ChatPost, 0, len(msgs))
+	kept := msgs[:0:0]
+	for _, m := range msgs {
+		var p chatv1.ChatPost
+		if err := wire.Unmarshal(m.Data(), &p); err != nil {
+			e.log.Error("egress: undecodable post; dropped", "subject", m.Subject(), "error", err)
+			m.Term()
+			continue
+		}
+		posts = append(posts, &p)
+		kept = append(kept, m)
+	}
+	msgs = kept
+	if len(msgs) == 0 {
+		return
+	}
+	ctx := extract(context.Background(), msgs[0].Headers())
+	ctx, span := e.tracer.Start(ctx, "chat egress "+e.a.Name(), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("sb.post_id", posts[0].GetId()), attribute.Int("sb.batch", len(posts))))
+	defer span.End()
+	for attempt := 1; len(posts) > 0; {
+		// Time enough for the posts that a rate limit lets through; what
+		// is not done by then is handed over again.
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(posts))*100*time.Millisecond)
+		n, err := ba.DeliverBatch(dctx, posts)
+		cancel()
+		n = max(0, min(n, len(posts)))
+		for _, m := range msgs[:n] {
+			m.Ack()
+		}
+		posts, msgs = posts[n:], msgs[n:]
+		if len(posts) == 0 {
+			return
+		}
+		if n > 0 {
+			attempt = 1
+		}
+		if err == nil {
+			if n > 0 {
+				continue
+			}
+			err = fmt.Errorf("adapter %s delivered none of %d posts and gave no reason", e.a.Name(), len(posts))
+		}
+		if isPermanent(err) || attempt >= e.o.MaxAttempts {
+			e.log.Error("egress: post undeliverable; skipped", "post_id", posts[0].GetId(), "channel", posts[0].GetConversation().GetChannel(), "attempts", attempt, "error", err)
+			span.RecordError(err)
+			msgs[0].Term()
+			posts, msgs = posts[1:], msgs[1:]
+			attempt = 1
+			continue
+		}
+		e.log.Warn("egress: delivery failed; retrying", "post_id", posts[0].GetId(), "attempt", attempt, "error", err)
+		for _, m := range msgs {
+			m.InProgress()
+		}
+		time.Sleep(min(100*time.Millisecond<<min(attempt, 8), 15*time.Second))
+		attempt++
 	}
 }
 
@@ -154,8 +278,7 @@ func (e *egress) deliver(m jetstream.Msg) {
 			m.Ack()
 			return
 		}
-		var perm *permanentError
-		if errors.As(err, &perm) || attempt >= e.o.MaxAttempts {
+		if isPermanent(err) || attempt >= e.o.MaxAttempts {
 			e.log.Error("egress: post undeliverable; skipped", "post_id", p.GetId(), "channel", p.GetConversation().GetChannel(), "attempts", attempt, "error", err)
 			span.RecordError(err)
 			m.Term()

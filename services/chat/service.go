@@ -21,10 +21,13 @@ import (
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
+	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/command"
 	"github.com/switchboard-ops/switchboard/kit/emit"
 	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/services/chat/console"
+	"github.com/switchboard-ops/switchboard/services/chat/route"
+	"github.com/switchboard-ops/switchboard/services/chat/slack"
 )
 
 // Config is the chat service's configuration (the "chat" key).
@@ -45,6 +48,12 @@ type Config struct {
 	DiscoveryInterval time.Duration `yaml:"discovery_interval"`
 	// Console is the web console; an empty addr turns it off.
 	Console console.Config `yaml:"console"`
+	// Slack is the Slack adapter; it runs when a bot token is set
+	// (SB_CHAT_SLACK_BOT_TOKEN).
+	Slack slack.Config `yaml:"slack"`
+	// Route sends events from the EVENTS stream to channels: rules, one
+	// thread per incident, digests when they come faster than a channel takes.
+	Route route.Config `yaml:"route"`
 }
 
 // DefaultConfig is the configuration of a fresh all-in-one switchboard.
@@ -56,6 +65,8 @@ func DefaultConfig() Config {
 		DispatchTimeout:   5 * time.Second,
 		DiscoveryInterval: 10 * time.Second,
 		Console:           console.DefaultConfig(),
+		Slack:             slack.DefaultConfig(),
+		Route:             route.DefaultConfig(),
 	}
 }
 
@@ -81,7 +92,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("chat.console: %w", err)
 		}
 	}
-	return nil
+	if err := c.Route.Validate(); err != nil {
+		return fmt.Errorf("chat.%w", err)
+	}
+	return c.Slack.Validate()
 }
 
 // Deps are what the chat service needs from its host process.
@@ -94,6 +108,8 @@ type Deps struct {
 	Meter metric.Meter
 	// Instance id of this replica; random when empty.
 	Instance string
+	// Replicas of the chat's own buckets (nats.replicas).
+	Replicas int
 }
 
 // Service is one replica of the chat core.
@@ -118,6 +134,8 @@ type Service struct {
 	sys     *command.Server
 	bridge  *nats.Subscription
 	console *console.Console
+	slack   *slack.Adapter
+	router  *route.Router
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
 	sem     chan struct{}
@@ -152,14 +170,18 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
-	confirms, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	confirms, err := bus.EnsureBucket(ctx, js, d.Replicas, jetstream.KeyValueConfig{
 		Bucket:      BucketConfirm,
 		Description: "Commands waiting for \"confirm <code>\".",
 		TTL:         cfg.ConfirmTTL,
 		History:     1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("chat: declare bucket %s: %w", BucketConfirm, err)
+		return nil, fmt.Errorf("chat: %w", err)
+	}
+	router, err := route.New(ctx, js, cfg.Route, route.Options{Log: d.Log.With("service", "chat"), Replicas: d.Replicas})
+	if err != nil {
+		return nil, fmt.Errorf("chat: %w", err)
 	}
 	aliases, _ := parseAliases(cfg.Aliases)
 	s := &Service{
@@ -177,6 +199,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		aliases:  aliases,
 		instance: d.Instance,
 		sem:      make(chan struct{}, 512),
+		router:   router,
 	}
 	s.messages, _ = d.Meter.Int64Counter("sb.chat.messages", metric.WithDescription("Messages handled by the chat ingress, by adapter and verdict."))
 	s.builtins = s.builtinCommands()
@@ -210,6 +233,9 @@ func (s *Service) Start(ctx context.Context, l net.Listener) error {
 		return fmt.Errorf("chat: subscribe %s: %w", wire.SubjectChatIn, err)
 	}
 	s.bridge = bridge
+	if err := s.router.Start(ctx); err != nil {
+		return fmt.Errorf("chat: %w", err)
+	}
 	if err := s.reg.refresh(ctx); err != nil {
 		s.log.Warn("initial command discovery", "error", err)
 	}
@@ -237,6 +263,32 @@ func (s *Service) Start(ctx context.Context, l net.Listener) error {
 			}
 		}()
 	}
+	if s.cfg.Slack.Enabled() {
+		if err := s.startSlack(ctx, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startSlack connects the Slack adapter (events mode serves on l, or
+// listens on chat.slack.events_addr when l is nil) and delivers its posts
+// through the shared egress.
+func (s *Service) startSlack(ctx context.Context, l net.Listener) error {
+	a, err := slack.New(s.cfg.Slack, s, s.baseLog.With("service", "chat"))
+	if err != nil {
+		return fmt.Errorf("chat: slack: %w", err)
+	}
+	if err := a.Start(ctx, l); err != nil {
+		return fmt.Errorf("chat: %w", err)
+	}
+	if err := s.AddAdapter(ctx, a, EgressOptions{}); err != nil {
+		a.Stop(ctx)
+		return fmt.Errorf("chat: slack: %w", err)
+	}
+	s.mu.Lock()
+	s.slack = a
+	s.mu.Unlock()
 	return nil
 }
 
@@ -264,7 +316,13 @@ func (s *Service) Stop(ctx context.Context) {
 		e.stop()
 	}
 	s.egress = nil
+	a := s.slack
+	s.slack = nil
 	s.mu.Unlock()
+	if a != nil {
+		a.Stop(ctx)
+	}
+	s.router.Stop(ctx)
 	if s.cancel != nil {
 		s.cancel()
 	}

@@ -1,2 +1,0 @@
-// Package deployer is the deployer service (in progress).
-package deployer

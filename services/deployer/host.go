@@ -1,0 +1,324 @@
+package deployer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+
+	"github.com/switchboard-ops/switchboard/kit/command"
+	"github.com/switchboard-ops/switchboard/kit/jobs"
+	"github.com/switchboard-ops/switchboard/kit/spec"
+	"github.com/switchboard-ops/switchboard/services/deployer/enc"
+	"github.com/switchboard-ops/switchboard/services/deployer/gitrepo"
+)
+
+var provisionSpec = &commandv1.CommandSpec{
+	Name:    "host provision",
+	Usage:   "host provision <role> <env> [--count=1] [--dry-run] [-- reason]",
+	Summary: "Take hosts from the spare pool, assign them to a role and commit.",
+	Help: "Takes the first --count hosts of the spare pool (state: spare, by name), gives them the environment, the role and " +
+		"the role's backends, and commits. DNS and the load balancers follow from the inventory.changed event.",
+	Example: "host provision web production --count=2",
+	Args: []*commandv1.ArgSpec{
+		{Name: "role", Type: commandv1.ArgType_ARG_TYPE_STRING, Required: true, Help: "the role"},
+		{Name: "env", Type: commandv1.ArgType_ARG_TYPE_ENVIRONMENT, Required: true, Help: "the environment"},
+	},
+	Flags:          []*commandv1.FlagSpec{{Name: "count", Type: commandv1.ArgType_ARG_TYPE_INT, Default: "1", Min: 1, Max: 100, Help: "how many hosts"}},
+	SupportsDryRun: true,
+	Mutating:       true,
+}
+
+var retireSpec = &commandv1.CommandSpec{
+	Name:    "host retire",
+	Usage:   "host retire <host,…> [--decommission] [--timeout=15m] [--dry-run] [-- reason]",
+	Summary: "Drain hosts from their load balancers, then return them to the spare pool (or decommission them) and commit.",
+	Help: "Drains the hosts with `lb drain <hosts> --wait`, the command a person would run, in this thread; when the drain " +
+		"succeeded, sets them to spare (environment, role and backends removed) or, with --decommission, to decommissioned, " +
+		"and commits. If the drain fails nothing is committed.",
+	Example: "host retire web-0007,web-0008 -- hardware refresh",
+	Args: []*commandv1.ArgSpec{
+		{Name: "hosts", Type: commandv1.ArgType_ARG_TYPE_HOST_LIST, Required: true, Help: "hosts to retire"},
+	},
+	Flags: []*commandv1.FlagSpec{
+		{Name: "decommission", Type: commandv1.ArgType_ARG_TYPE_BOOL, Help: "retire for good instead of returning to the spare pool"},
+		{Name: "timeout", Type: commandv1.ArgType_ARG_TYPE_DURATION, Help: "how long to wait for the drain", Default: "15m"},
+	},
+	Confirm:        commandv1.ConfirmPolicy_CONFIRM_POLICY_ALWAYS,
+	SupportsDryRun: true,
+	Mutating:       true,
+}
+
+func (s *Service) provision(ctx context.Context, job *command.Job) error {
+	role, env := job.Arg("role"), job.Arg("env")
+	count := intFlag(job, "count", 1)
+	// The choice is made again on the head each attempt; chosen is what
+	// the attempt that committed chose.
+	var chosen []string
+	e := func(inv *enc.Inventory, t *gitrepo.Tree) ([]gitrepo.Change, error) {
+		ev := inv.Envs[env]
+		if ev == nil {
+			return nil, command.UserErrorf("unknown environment %q (environments: %s); nothing was changed", env, strings.Join(inv.EnvNames(), ", "))
+		}
+		r := ev.Roles[role]
+		if r == nil {
+			return nil, command.UserErrorf("environment %s has no role %q; nothing was changed", env, role)
+		}
+		spares := inv.Spares()
+		if len(spares) < count {
+			return nil, command.UserErrorf("the spare pool is too small: %d spare host(s) (%s), %d asked for; nothing was changed",
+				len(spares), strings.Join(names(spares), ", "), count)
+		}
+		chosen = names(spares[:count])
+		var changes []gitrepo.Change
+		for _, h := range chosen {
+			data, err := t.ReadFile(enc.HostPath(h))
+			if err != nil {
+				return nil, err
+			}
+			out, err := enc.SetHost(data, enc.Set{Key: "state", Value: enc.StateActive}, enc.Set{Key: "environment", Value: env},
+				enc.Set{Key: "role", Value: role}, enc.Set{Key: "backends", Value: nonEmpty(strings.Join(r.Backends, ","), "~")})
+			if err != nil {
+				return nil, command.UserErrorf("%s: %v", enc.HostPath(h), err)
+			}
+			changes = append(changes, gitrepo.Change{Path: enc.HostPath(h), Data: out})
+		}
+		return changes, nil
+	}
+	if job.DryRun() {
+		inv, _, err := s.current(ctx)
+		if err != nil {
+			return err
+		}
+		t, err := s.repo.TreeAt(s.repo.Head())
+		if err != nil {
+			return err
+		}
+		if _, err := e(inv, t); err != nil {
+			return err
+		}
+		return job.Done(ctx, fmt.Sprintf("Dry run: would take %s from the spare pool as %s@%s.", strings.Join(chosen, ", "), role, env))
+	}
+	res, err := s.commit(ctx, job, fmt.Sprintf("host provision %s %s --count=%d", role, env, count), e)
+	if err != nil {
+		return err
+	}
+	return job.Done(ctx, fmt.Sprintf("Provisioned %s as %s@%s in commit %s%s.", strings.Join(chosen, ", "), role, env, res.Commit.String()[:12], retried(res)))
+}
+
+func names(hs []*enc.Host) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.Name
+	}
+	return out
+}
+
+func (s *Service) retire(ctx context.Context, job *command.Job) error {
+	hosts := strings.Split(job.Arg("hosts"), ",")
+	decommission := job.Flag("decommission") == "true"
+	timeout := s.cfg.DrainTimeout
+	if v := job.Flag("timeout"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			timeout = d
+		}
+	}
+	inv, _, err := s.current(ctx)
+	if err != nil {
+		return err
+	}
+	var drain []string
+	for _, h := range hosts {
+		hh := inv.Hosts[h]
+		switch {
+		case hh == nil:
+			return command.UserErrorf("%s is not in the inventory; nothing was changed", h)
+		case hh.State == enc.StateDecommissioned:
+			return command.UserErrorf("%s is decommissioned already; nothing was changed", h)
+		case hh.State == enc.StateSpare && !decommission:
+			return command.UserErrorf("%s is in the spare pool already; nothing was changed", h)
+		}
+		if len(hh.Backends) > 0 {
+			drain = append(drain, h)
+		}
+	}
+	to := "the spare pool"
+	if decommission {
+		to = "decommissioned"
+	}
+	if job.DryRun() {
+		d := "no host is in a backend, so no drain"
+		if len(drain) > 0 {
+			d = "would run `lb drain " + strings.Join(drain, ",") + " --wait`"
+		}
+		return job.Done(ctx, fmt.Sprintf("Dry run: %s, then set %s to %s and commit.", d, strings.Join(hosts, ", "), to))
+	}
+	if len(drain) > 0 {
+		job.Progressf(ctx, "Draining %s through the lb service…", strings.Join(drain, ", "))
+		if err := s.drainViaLB(ctx, job, drain, timeout); err != nil {
+			return err
+		}
+		job.Progressf(ctx, "Drained %s.", strings.Join(drain, ", "))
+	}
+	e := func(inv *enc.Inventory, t *gitrepo.Tree) ([]gitrepo.Change, error) {
+		var changes []gitrepo.Change
+		for _, h := range hosts {
+			if inv.Hosts[h] == nil {
+				return nil, command.UserErrorf("%s disappeared from the inventory meanwhile; nothing was committed", h)
+			}
+			data, err := t.ReadFile(enc.HostPath(h))
+			if err != nil {
+				return nil, err
+			}
+			sets := []enc.Set{{Key: "state", Value: enc.StateSpare}, {Key: "environment", Value: "~"}, {Key: "role", Value: "~"}, {Key: "backends", Value: "~"}}
+			if decommission {
+				sets[0].Value = enc.StateDecommissioned
+			}
+			out, err := enc.SetHost(data, sets...)
+			if err != nil {
+				return nil, command.UserErrorf("%s: %v", enc.HostPath(h), err)
+			}
+			changes = append(changes, gitrepo.Change{Path: enc.HostPath(h), Data: out})
+		}
+		return changes, nil
+	}
+	verb := "return to spare pool"
+	if decommission {
+		verb = "decommission"
+	}
+	res, err := s.commit(ctx, job, fmt.Sprintf("host retire %s (%s)", strings.Join(hosts, ","), verb), e)
+	if err != nil {
+		return err
+	}
+	return job.Done(ctx, fmt.Sprintf("Retired %s to %s in commit %s%s.", strings.Join(hosts, ", "), to, res.Commit.String()[:12], retried(res)))
+}
+
+// drainViaLB sends `lb drain <hosts> --wait` to the lb service exactly as
+// the chat would for a person (same thread, same requester), and waits for
+// that job to end. The lb command's spec is read from the service's
+// $SRV.INFO so its argument names are not guessed.
+func (s *Service) drainViaLB(ctx context.Context, job *command.Job, hosts []string, timeout time.Duration) error {
+	lbSpec, err := s.discoverSpec(ctx, "lb", "lb drain")
+	if err != nil {
+		return command.UserErrorf("cannot drain %s: %v; nothing was changed", strings.Join(hosts, ","), err)
+	}
+	req := &commandv1.CommandRequest{
+		// Derived from this job's command id: a take-over or a retry
+		// finds the same drain job instead of starting another.
+		Id:           job.Request().GetId() + "/lb-drain",
+		Requester:    job.Requester(),
+		Source:       "automation",
+		Conversation: job.Request().GetConversation(),
+		Command:      lbSpec.GetName(),
+		Args:         map[string]string{},
+		Flags:        map[string]string{},
+		Text:         fmt.Sprintf("host retire (job %s)", job.ID()),
+		MessageId:    job.Request().GetMessageId(),
+	}
+	var hostArg string
+	for _, a := range lbSpec.GetArgs() {
+		if a.GetType() == commandv1.ArgType_ARG_TYPE_HOST_LIST || a.GetType() == commandv1.ArgType_ARG_TYPE_HOST {
+			hostArg = a.GetName()
+			break
+		}
+	}
+	if hostArg == "" {
+		return command.UserErrorf("cannot drain: the lb service's %q takes no host list; nothing was changed", lbSpec.GetName())
+	}
+	req.Args[hostArg] = strings.Join(hosts, ",")
+	raw := "lb drain " + strings.Join(hosts, ",")
+	for _, f := range lbSpec.GetFlags() {
+		switch f.GetName() {
+		case "wait":
+			req.Flags["wait"] = "true"
+			raw += " --wait"
+		case "timeout":
+			req.Flags["timeout"] = timeout.String()
+			raw += " --timeout=" + timeout.String()
+		}
+	}
+	req.Raw = raw + " -- " + req.Text
+	if err := spec.Validate(lbSpec, req); err != nil {
+		return command.UserErrorf("cannot drain: %v; nothing was changed", err)
+	}
+	data, err := wire.Marshal(req)
+	if err != nil {
+		return err
+	}
+	subject := lbSpec.GetSubject()
+	if subject == "" {
+		subject = wire.CommandSubject("lb", "drain")
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	resp, err := s.deps.NC.RequestWithContext(rctx, subject, data)
+	cancel()
+	if err != nil {
+		return command.UserErrorf("cannot drain %s: the lb service did not answer (%v); nothing was changed", strings.Join(hosts, ","), err)
+	}
+	var ack commandv1.CommandAck
+	if err := wire.Unmarshal(resp.Data, &ack); err != nil {
+		return fmt.Errorf("decode lb drain ack: %w", err)
+	}
+	if ack.GetStatus() == commandv1.AckStatus_ACK_STATUS_REJECTED {
+		return command.UserErrorf("lb drain was refused: %s; nothing was changed", ack.GetReason())
+	}
+	wctx, wcancel := context.WithTimeout(ctx, timeout+time.Minute)
+	defer wcancel()
+	for {
+		j, _, err := s.jobs.Get(wctx, ack.GetJobId())
+		if err != nil && !errors.Is(err, jobs.ErrNotFound) {
+			return fmt.Errorf("follow lb drain job %s: %w", ack.GetJobId(), err)
+		}
+		if j != nil && jobs.Terminal(j.GetState()) {
+			if j.GetState() == commandv1.JobState_JOB_STATE_SUCCEEDED {
+				return nil
+			}
+			return command.UserErrorf("lb drain (job %s) ended %s: %s; the hosts were not retired", j.GetId(),
+				strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_")), j.GetResult())
+		}
+		select {
+		case <-wctx.Done():
+			return command.UserErrorf("lb drain (job %s) did not end within %s; the hosts were not retired", ack.GetJobId(), timeout)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// discoverSpec asks a service for its endpoints ($SRV.INFO.<service>) and
+// returns the spec of one command.
+func (s *Service) discoverSpec(ctx context.Context, service, name string) (*commandv1.CommandSpec, error) {
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	resp, err := s.deps.NC.RequestWithContext(rctx, "$SRV.INFO."+service, nil)
+	if err != nil {
+		return nil, fmt.Errorf("the %s service does not answer (%v)", service, err)
+	}
+	var info micro.Info
+	if err := json.Unmarshal(resp.Data, &info); err != nil {
+		return nil, fmt.Errorf("the %s service's description could not be read: %v", service, err)
+	}
+	for _, ep := range info.Endpoints {
+		raw := ep.Metadata[command.MetadataSpec]
+		if raw == "" {
+			continue
+		}
+		var sp commandv1.CommandSpec
+		if err := wire.Unmarshal([]byte(raw), &sp); err != nil {
+			continue
+		}
+		if sp.GetName() == name {
+			if sp.Subject == "" {
+				sp.Subject = ep.Subject
+			}
+			return &sp, nil
+		}
+	}
+	return nil, fmt.Errorf("the %s service has no %q command", service, name)
+}

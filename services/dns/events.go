@@ -1,0 +1,39 @@
+package dns
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	eventv1 "github.com/switchboard-ops/switchboard/proto/sb/event/v1"
+
+	"github.com/switchboard-ops/switchboard/kit/command"
+	"github.com/switchboard-ops/switchboard/kit/emit"
+)
+
+// publishApplied announces an apply on sb.event.dns.applied.
+func (s *Service) publishApplied(ctx context.Context, job *command.Job, p *Plan, applied, failed int) {
+	sev := eventv1.Severity_SEVERITY_INFO
+	if failed > 0 {
+		sev = eventv1.Severity_SEVERITY_ERROR
+	}
+	var zones []string
+	for _, z := range p.Zones {
+		zones = append(zones, z.Zone)
+	}
+	ev := &eventv1.Event{
+		Id:     "applied-" + p.ID,
+		Source: ServiceName, Type: "applied", Severity: sev,
+		Title: fmt.Sprintf("DNS plan %s applied by %s: %d applied, %d failed", p.ID, who(p.AppliedBy), applied, failed),
+		Text:  summary(p),
+		Fields: map[string]string{
+			"plan": p.ID, "zones": strings.Join(zones, ","), "applied": fmt.Sprint(applied), "failed": fmt.Sprint(failed),
+			"planner": p.Planner.ID, "applier": p.AppliedBy.ID, "inventory_revision": p.InventoryRevision,
+		},
+		CorrelationId: "dns/" + p.ID,
+		CommandId:     job.Request().GetId(),
+	}
+	if _, err := emit.Event(ctx, s.js, ev); err != nil {
+		s.log.Error("publish dns.applied", "plan", p.ID, "error", err)
+	}
+}

@@ -1,0 +1,220 @@
+package dns_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
+	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
+	eventv1 "github.com/switchboard-ops/switchboard/proto/sb/event/v1"
+	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+
+	"github.com/switchboard-ops/switchboard/kit/bus"
+	"github.com/switchboard-ops/switchboard/kit/inventory"
+	"github.com/switchboard-ops/switchboard/kit/natstest"
+	"github.com/switchboard-ops/switchboard/services/dns"
+	"github.com/switchboard-ops/switchboard/services/dns/knottest"
+	"github.com/switchboard-ops/switchboard/services/dns/rfc2136"
+)
+
+const (
+	fwd = "example.test."
+	rev = "2.0.192.in-addr.arpa."
+)
+
+// clock is a settable clock for plan expiry.
+type clock struct{ off atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
+
+type env struct {
+	t     *testing.T
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	knot  *knottest.Server
+	svc   *dns.Service
+	clock *clock
+	invKV jetstream.KeyValue
+	seq   atomic.Int64
+}
+
+// testRules: A and AAAA per host, a round-robin name per backend, a CNAME
+// per host, and PTRs in the reverse zone.
+func testRules() []dns.Rule {
+	return []dns.Rule{
+		{Type: "A", Name: "{host}.{env}.example.test."},
+		{Type: "AAAA", Name: "{host}.{env}.example.test."},
+		{Type: "A", Per: "backend", Name: "{backend}.example.test.", TTL: 60},
+		{Type: "CNAME", Name: "{host}.example.test.", Target: "{host}.{env}.example.test."},
+		{Type: "PTR", Target: "{host}.{env}.example.test."},
+	}
+}
+
+func testHosts() []*inventoryv1.Host {
+	return []*inventoryv1.Host{
+		{Name: "web1", Environment: "prod", Role: "web", Ipv4: "192.0.2.11", Ipv6: "2001:db8::11", Backends: []string{"www"}, State: inventoryv1.HostState_HOST_STATE_ACTIVE},
+		{Name: "web2", Environment: "prod", Role: "web", Ipv4: "192.0.2.12", Backends: []string{"www"}, State: inventoryv1.HostState_HOST_STATE_ACTIVE},
+		{Name: "db1", Environment: "prod", Role: "db", Ipv4: "192.0.2.21", State: inventoryv1.HostState_HOST_STATE_ACTIVE},
+	}
+}
+
+// newEnv starts NATS and Knot (serving fwd and rev with hand-made records)
+// and seeds the inventory; start() then starts the service.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	k := knottest.Start(t, knottest.Zone{Name: fwd}, knottest.Zone{Name: rev})
+	s := natstest.RunServer(t)
+	nc := natstest.Connect(t, s)
+	js := natstest.JetStream(t, nc)
+	ctx := natstest.Context(t, 20*time.Second)
+	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := inventory.Bucket(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, nc: nc, js: js, knot: k, clock: &clock{}, invKV: kv}
+	e.publish("rev1", testHosts())
+	return e
+}
+
+func (e *env) publish(rev string, hosts []*inventoryv1.Host) {
+	e.t.Helper()
+	if _, err := inventory.Publish(natstest.Context(e.t, 10*time.Second), e.invKV, rev, hosts, nil); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) config() dns.Config {
+	cfg := dns.DefaultConfig()
+	cfg.Provider = "rfc2136"
+	cfg.RFC2136.Server = e.knot.Addr
+	cfg.RFC2136.TSIGKey = e.knot.KeyName
+	cfg.RFC2136.TSIGSecret = e.knot.Secret
+	cfg.RFC2136.Timeout = 5 * time.Second
+	cfg.Zones = []string{fwd, rev}
+	cfg.Rules = testRules()
+	cfg.Owner = "test"
+	return cfg
+}
+
+func (e *env) start(cfg dns.Config) *dns.Service {
+	e.t.Helper()
+	ctx := natstest.Context(e.t, 20*time.Second)
+	svc, err := dns.New(ctx, cfg, dns.Deps{NC: e.nc, Now: e.clock.now, DataDir: e.t.TempDir()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := svc.Start(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { svc.Stop(context.Background()) })
+	e.svc = svc
+	return svc
+}
+
+// rfc is a client with the test key, for looking at the zone directly.
+func (e *env) rfc() *rfc2136.Client {
+	return rfc2136.New(e.knot.Addr, rfc2136.WithTSIG(e.knot.KeyName, e.knot.Algorithm, e.knot.Secret))
+}
+
+// run sends a command as who and returns its final post.
+func (e *env) run(who, text string, args map[string]string, dryRun bool) *chatv1.ChatPost {
+	e.t.Helper()
+	id := fmt.Sprintf("%s-%d-%d", e.t.Name(), time.Now().UnixNano(), e.seq.Add(1))
+	id = strings.NewReplacer("/", "-", " ", "-").Replace(id)
+	req := &commandv1.CommandRequest{
+		Id: id, Command: text, Args: args, DryRun: dryRun, Raw: text,
+		Requester:    &chatv1.Identity{Id: "console:" + who, Name: who},
+		Conversation: &chatv1.Conversation{Adapter: "console", Channel: "ops", Thread: id},
+	}
+	data, _ := wire.Marshal(req)
+	resp, err := e.nc.Request(wire.CommandSubject("dns", strings.Fields(text)[1]), data, 10*time.Second)
+	if err != nil {
+		e.t.Fatalf("%s: %v", text, err)
+	}
+	var ack commandv1.CommandAck
+	if err := wire.Unmarshal(resp.Data, &ack); err != nil || ack.GetStatus() != commandv1.AckStatus_ACK_STATUS_ACCEPTED {
+		e.t.Fatalf("%s: ack %v (%v)", text, &ack, err)
+	}
+	var final *chatv1.ChatPost
+	natstest.WaitFor(e.t, 60*time.Second, 50*time.Millisecond, func() error {
+		for _, p := range e.posts("console", "ops") {
+			if p.GetConversation().GetThread() == id && (p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR) {
+				final = p
+				return nil
+			}
+		}
+		return fmt.Errorf("no answer to %q yet", text)
+	})
+	return final
+}
+
+// posts returns every post in a channel so far.
+func (e *env) posts(adapter, channel string) []*chatv1.ChatPost {
+	e.t.Helper()
+	var out []*chatv1.ChatPost
+	for _, b := range e.messages(wire.StreamChat, wire.ChatPostSubject(adapter, channel)) {
+		p := &chatv1.ChatPost{}
+		if err := wire.Unmarshal(b, p); err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// events returns every event on a subject so far.
+func (e *env) events(subject string) []*eventv1.Event {
+	e.t.Helper()
+	var out []*eventv1.Event
+	for _, b := range e.messages(wire.StreamEvents, subject) {
+		ev := &eventv1.Event{}
+		if err := wire.Unmarshal(b, ev); err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// messages reads a stream's messages on subject with an ordered consumer.
+func (e *env) messages(stream, subject string) [][]byte {
+	e.t.Helper()
+	ctx := natstest.Context(e.t, 5*time.Second)
+	cons, err := e.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out [][]byte
+	for pending := info.NumPending; pending > 0; {
+		batch, err := cons.Fetch(int(pending), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			out = append(out, m.Data())
+		}
+		if n == 0 {
+			break
+		}
+		pending -= uint64(n)
+	}
+	return out
+}

@@ -1,2 +1,0 @@
-// Package watcher is the watcher service (in progress).
-package watcher
