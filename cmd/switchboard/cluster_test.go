@@ -49,7 +49,7 @@ var (
 )
 
 // binaries builds nats-server and switchboard once per test process.
-func binaries(t *testing.T) (natsServer, switchboard string) {
+func binaries(t testing.TB) (natsServer, switchboard string) {
 	t.Helper()
 	binOnce.Do(func() {
 		binDir, binErr = os.MkdirTemp("", "sb-cluster-bin-")
@@ -83,7 +83,7 @@ func TestMain(m *testing.M) {
 
 // natsCluster is three nats-server processes run from deploy/nats.
 type natsCluster struct {
-	t       *testing.T
+	t       testing.TB
 	bin     string
 	dir     string
 	ca      string
@@ -93,7 +93,10 @@ type natsCluster struct {
 	logs    [3]*syncBuffer
 }
 
-func startNATSCluster(t *testing.T) *natsCluster {
+func startNATSCluster(t testing.TB) *natsCluster { return startNATSClusterWith(t, nil) }
+
+// startNATSClusterWith lets a benchmark change node.conf (edit) to compare.
+func startNATSClusterWith(t testing.TB, edit func(string) string) *natsCluster {
 	t.Helper()
 	bin, _ := binaries(t)
 	dir := t.TempDir()
@@ -101,6 +104,9 @@ func startNATSCluster(t *testing.T) *natsCluster {
 		b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "nats", f))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if f == "node.conf" && edit != nil {
+			b = []byte(edit(string(b)))
 		}
 		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
 			t.Fatal(err)
@@ -218,7 +224,7 @@ func (l *errList) find(sub string) error {
 	return nil
 }
 
-func waitFor(t *testing.T, total time.Duration, f func() error) {
+func waitFor(t testing.TB, total time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(total)
 	for {
@@ -235,7 +241,7 @@ func waitFor(t *testing.T, total time.Duration, f func() error) {
 
 // writeCerts writes a CA and one certificate for every node (they all run
 // on 127.0.0.1), good for client and route TLS, and returns the CA's path.
-func writeCerts(t *testing.T, dir string) string {
+func writeCerts(t testing.TB, dir string) string {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
@@ -272,7 +278,7 @@ func writeCerts(t *testing.T, dir string) string {
 	return filepath.Join(dir, "ca.pem")
 }
 
-func ensureR3(t *testing.T, c *natsCluster) jetstream.JetStream {
+func ensureR3(t testing.TB, c *natsCluster) jetstream.JetStream {
 	t.Helper()
 	js, err := jetstream.New(c.connect("admin"))
 	if err != nil {
@@ -396,12 +402,7 @@ func TestNATSPermissionsOfDeployConfig(t *testing.T) {
 func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 	c := startNATSCluster(t)
 	js := ensureR3(t, c)
-	_, sbBin := binaries(t)
 
-	type replica struct {
-		cmd *exec.Cmd
-		out *syncBuffer
-	}
 	// One real service beside the chat: lb, against a real HAProxy.
 	hap := haproxytest.Start(t, haproxytest.Config{Backends: []haproxytest.Backend{{Name: "www", Servers: []haproxytest.Server{
 		{Name: "web1", Addr: "127.0.0.1:1"}, {Name: "web2", Addr: "127.0.0.1:2"}, {Name: "web3", Addr: "127.0.0.1:3"},
@@ -411,25 +412,7 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf("lb:\n  environments:\n    production:\n      instances:\n        - {name: lb1, address: %q}\n  ops: {adapter: cli, channel: ops}\n", hap.Address())), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startReplica := func(service, creds string) *replica {
-		r := &replica{out: &syncBuffer{}}
-		home := t.TempDir()
-		r.cmd = exec.Command(sbBin, "serve", service, "--nats", c.url(), "--creds", c.creds(creds), "--config", cfgFile)
-		r.cmd.Env = append(os.Environ(), "HOME="+home, "SB_DATA_DIR="+home, "SB_NATS_REPLICAS=3", "SB_NATS_TLS_CA="+c.ca,
-			"SB_CHAT_CONSOLE_ADDR=127.0.0.1:0", "SB_METRICS_ADDR=127.0.0.1:0", "SB_INCIDENTS_HTTP_ADDR=127.0.0.1:0", "SB_LOG_LEVEL=warn")
-		r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.cmd.Process.Signal(syscall.SIGKILL); r.cmd.Wait() })
-		waitFor(t, 60*time.Second, func() error {
-			if !strings.Contains(r.out.String(), "switchboard is ready") {
-				return fmt.Errorf("replica of %s not ready:\n%s", service, r.out.String())
-			}
-			return nil
-		})
-		return r
-	}
+	startReplica := func(service, creds string) *replica { return startServe(t, c, service, creds, cfgFile) }
 	chats := []*replica{startReplica("chat", "chat"), startReplica("chat", "chat")}
 	lbs := []*replica{startReplica("lb", "lb"), startReplica("lb", "lb")}
 
@@ -627,7 +610,7 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 	}
 }
 
-func seedInventory(t *testing.T, js jetstream.JetStream, env, backend string, hosts ...string) {
+func seedInventory(t testing.TB, js jetstream.JetStream, env, backend string, hosts ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -642,6 +625,40 @@ func seedInventory(t *testing.T, js jetstream.JetStream, env, backend string, ho
 	if _, err := inventory.Publish(ctx, kv, "e2e", hs, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// replica is one `switchboard serve` process.
+type replica struct {
+	cmd *exec.Cmd
+	out *syncBuffer
+}
+
+// startServe runs `switchboard serve service` against the cluster as the
+// NATS user creds, and waits until it is ready.
+func startServe(t testing.TB, c *natsCluster, service, creds, cfgFile string) *replica {
+	t.Helper()
+	_, sbBin := binaries(t)
+	r := &replica{out: &syncBuffer{}}
+	home := t.TempDir()
+	args := []string{"serve", service, "--nats", c.url(), "--creds", c.creds(creds)}
+	if cfgFile != "" {
+		args = append(args, "--config", cfgFile)
+	}
+	r.cmd = exec.Command(sbBin, args...)
+	r.cmd.Env = append(os.Environ(), "HOME="+home, "SB_DATA_DIR="+home, "SB_NATS_REPLICAS=3", "SB_NATS_TLS_CA="+c.ca,
+		"SB_CHAT_CONSOLE_ADDR=127.0.0.1:0", "SB_METRICS_ADDR=127.0.0.1:0", "SB_INCIDENTS_HTTP_ADDR=127.0.0.1:0", "SB_LOG_LEVEL=warn")
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.cmd.Process.Signal(syscall.SIGKILL); r.cmd.Wait() })
+	waitFor(t, 60*time.Second, func() error {
+		if !strings.Contains(r.out.String(), "switchboard is ready") {
+			return fmt.Errorf("replica of %s not ready:\n%s", service, r.out.String())
+		}
+		return nil
+	})
+	return r
 }
 
 // readAll decodes every message of a stream, in stream order. It reads by

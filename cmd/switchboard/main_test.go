@@ -121,7 +121,7 @@ func TestSayExitCodes(t *testing.T) {
 var errTimeout = errorString("not yet")
 
 // freeAddr reserves a loopback port for a listener the test must reach.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
