@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchboard-ops/switchboard/kit/command"
 	"github.com/switchboard-ops/switchboard/kit/natstest"
+	"github.com/switchboard-ops/switchboard/services/chat"
 )
 
 func TestEncSetCommitsPublishesAndRefusesChangesThatBreakTheENC(t *testing.T) {
@@ -109,22 +110,30 @@ func TestAPersonsCommitIsPublishedByTheTimerAndABrokenOneIsReportedWhileTheLastG
 	}
 }
 
-// fakeLB is a small lb service with the drain command a person would use.
+// fakeLB is a small lb service with the drain command a person would use
+// (the spec of services/lb's "lb drain"). The deployer reaches it through
+// the real chat service, as a person would.
 type fakeLB struct{ drained chan map[string]string }
 
 func startFakeLB(t *testing.T, e *env, fail bool) *fakeLB {
 	f := &fakeLB{drained: make(chan map[string]string, 4)}
 	spec := &commandv1.CommandSpec{
-		Name: "lb drain", Usage: "lb drain <hosts> [backend] [--wait] [--timeout=10m]", Summary: "Drain.", Example: "lb drain web1 www --wait",
+		Name: "lb drain", Usage: "lb drain <hosts> [backend] [--wait] [--timeout=10m] [--dry-run] [-- reason]", Summary: "Drain.",
+		Example: "lb drain web1 www --wait",
 		Args: []*commandv1.ArgSpec{
 			{Name: "hosts", Type: commandv1.ArgType_ARG_TYPE_HOST_LIST, Required: true},
 			{Name: "backend", Type: commandv1.ArgType_ARG_TYPE_BACKEND},
 		},
-		Flags:          []*commandv1.FlagSpec{{Name: "wait", Type: commandv1.ArgType_ARG_TYPE_BOOL}, {Name: "timeout", Type: commandv1.ArgType_ARG_TYPE_DURATION}},
-		SupportsDryRun: true, Mutating: true,
+		Flags: []*commandv1.FlagSpec{
+			{Name: "wait", Type: commandv1.ArgType_ARG_TYPE_BOOL},
+			{Name: "timeout", Type: commandv1.ArgType_ARG_TYPE_DURATION, Default: "10m"},
+		},
+		SupportsDryRun: true, Mutating: true, Resumable: true, TextName: "reason",
 	}
 	srv, err := command.Serve(context.Background(), natstest.Connect(t, e.srv), []command.Command{{Spec: spec, Run: func(ctx context.Context, job *command.Job) error {
-		got := map[string]string{"hosts": job.Arg("hosts"), "wait": job.Flag("wait"), "requester": job.Requester().GetId()}
+		got := map[string]string{"hosts": job.Arg("hosts"), "wait": job.Flag("wait"), "timeout": job.Flag("timeout"),
+			"requester": job.Requester().GetId(), "thread": job.Request().GetConversation().GetThread(),
+			"message": job.Request().GetMessageId(), "reason": job.Request().GetText()}
 		f.drained <- got
 		time.Sleep(200 * time.Millisecond) // waiting for sessions to end
 		if fail {
@@ -136,6 +145,9 @@ func startFakeLB(t *testing.T, e *env, fail bool) *fakeLB {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Stop(context.Background()) })
+	if e.chat != nil {
+		e.waitChatKnows("lb drain")
+	}
 	return f
 }
 
@@ -157,9 +169,13 @@ func TestProvisionTakesSparesAndRetireDrainsThroughTheLBFirst(t *testing.T) {
 		t.Fatalf("provisioned host: %v", h)
 	}
 
-	// No lb service: nothing is retired.
+	// No chat service: nothing is retired (the deployer never publishes
+	// on sb.cmd.> itself).
 	committed := e.commits()
-	wantError(t, e.run("host retire", map[string]string{"hosts": "web-0001"}, nil, false), "the lb service does not answer", "nothing was changed")
+	wantError(t, e.run("host retire", map[string]string{"hosts": "web-0001"}, nil, false), "the chat service did not answer", "nothing was changed")
+	e.startChat(chat.DefaultRBAC())
+	// No lb service: the chat does not know lb drain.
+	wantError(t, e.run("host retire", map[string]string{"hosts": "web-0001"}, nil, false), "cannot drain web-0001", `don't know "lb"`, "nothing was changed")
 	wantError(t, e.run("host retire", map[string]string{"hosts": "web-0001,nosuch"}, nil, false), "nosuch is not in the inventory")
 	wantError(t, e.run("host retire", map[string]string{"hosts": "spare-0002"}, nil, false), "spare-0002 is in the spare pool already")
 	if e.commits() != committed {
@@ -170,7 +186,9 @@ func TestProvisionTakesSparesAndRetireDrainsThroughTheLBFirst(t *testing.T) {
 	wantOK(t, e.run("host retire", map[string]string{"hosts": "web-0001,web-0002"}, nil, true), "would run `lb drain web-0001,web-0002 --wait`")
 	wantOK(t, e.run("host retire", map[string]string{"hosts": "web-0001,web-0002"}, nil, false), "Retired web-0001, web-0002 to the spare pool")
 	got := <-lb.drained
-	if got["hosts"] != "web-0001,web-0002" || got["wait"] != "true" || got["requester"] != "console:ana" {
+	if got["hosts"] != "web-0001,web-0002" || got["wait"] != "true" || got["timeout"] != "15m0s" || got["requester"] != "console:ana" ||
+		!strings.HasPrefix(got["thread"], "console/ops/") || !strings.HasSuffix(got["message"], "/lb-drain") ||
+		!strings.HasPrefix(got["reason"], "host retire (job ") {
 		t.Fatalf("lb drain request: %v", got)
 	}
 	h = e.inventory().Host("web-0001")
@@ -186,10 +204,33 @@ func TestProvisionTakesSparesAndRetireDrainsThroughTheLBFirst(t *testing.T) {
 func TestARetireWhoseDrainFailsCommitsNothing(t *testing.T) {
 	e := newEnv(t, nil)
 	e.start(e.config())
+	e.startChat(chat.DefaultRBAC())
 	startFakeLB(t, e, true)
 	before := e.commits()
 	wantError(t, e.run("host retire", map[string]string{"hosts": "api-0001"}, nil, false), "lb drain (job", "ended failed", "12 sessions", "not retired")
 	if e.commits() != before {
 		t.Fatal("a retire whose drain failed committed")
+	}
+}
+
+func TestARetireIsRefusedWhenTheRequesterMayNotDrain(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start(e.config())
+	// Ana may retire hosts but not drain them: the chat refuses the drain
+	// the deployer sends on her behalf.
+	e.startChat(chat.RBACConfig{
+		Roles:  map[string]chat.Role{"hosts": {Commands: []string{"host *"}}},
+		Grants: []chat.Grant{{Users: []string{"console:ana"}, Roles: []string{"hosts"}}},
+	})
+	lb := startFakeLB(t, e, false)
+	before := e.commits()
+	wantError(t, e.run("host retire", map[string]string{"hosts": "web-0001"}, nil, false), "cannot drain web-0001", "Sorry", "nothing was changed")
+	if e.commits() != before {
+		t.Fatal("a retire whose drain was denied committed")
+	}
+	select {
+	case got := <-lb.drained:
+		t.Fatalf("the lb service ran a denied drain: %v", got)
+	default:
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/inventory"
 	"github.com/switchboard-ops/switchboard/kit/natstest"
+	"github.com/switchboard-ops/switchboard/services/chat"
 	"github.com/switchboard-ops/switchboard/services/deployer/enc"
 	"github.com/switchboard-ops/switchboard/services/deployer/executor"
 	"github.com/switchboard-ops/switchboard/services/deployer/gitrepo"
@@ -63,6 +64,8 @@ type env struct {
 	sleep  string // seconds each run takes
 	// exec replaces the configured executor when set.
 	exec executor.Executor
+	// chat is the chat service when the test started one.
+	chat *chat.Service
 }
 
 // newEnv starts NATS and creates the remote ENC: the example plus extra
@@ -125,6 +128,47 @@ func (e *env) start(cfg Config) *Service {
 	}
 	e.t.Cleanup(func() { s.Stop(context.Background()) })
 	return s
+}
+
+// startChat runs the real chat service (console off) with rbac: the
+// deployer's lb drain goes through its ingress, as a person's would.
+func (e *env) startChat(rbac chat.RBACConfig) *chat.Service {
+	e.t.Helper()
+	ctx := natstest.Context(e.t, time.Minute)
+	cfg := chat.DefaultConfig()
+	cfg.Console.Addr = ""
+	cfg.RBAC = rbac
+	svc, err := chat.New(ctx, cfg, chat.Deps{NC: natstest.Connect(e.t, e.srv), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := svc.Start(ctx, nil); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		svc.Stop(ctx)
+	})
+	e.chat = svc
+	return svc
+}
+
+// waitChatKnows waits until the chat has discovered command name (it
+// discovers services every few seconds, or on a miss at most once a second).
+func (e *env) waitChatKnows(name string) {
+	e.t.Helper()
+	natstest.WaitFor(e.t, 20*time.Second, 200*time.Millisecond, func() error {
+		seq++
+		id := fmt.Sprintf("help-%d-%d", seq, time.Now().UnixNano())
+		r := e.chat.Handle(natstest.Context(e.t, 10*time.Second), &chatv1.ChatMessage{Id: id, Text: "help " + name,
+			Conversation: &chatv1.Conversation{Adapter: "console", Channel: "ops", Thread: id},
+			Author:       &chatv1.Identity{Id: "console:ana", Name: "Ana"}})
+		if r.GetStatus() != chatv1.IngressStatus_INGRESS_STATUS_ANSWERED {
+			return fmt.Errorf("the chat does not know %s yet: %s %s", name, r.GetStatus(), r.GetMessage())
+		}
+		return nil
+	})
 }
 
 var seq int

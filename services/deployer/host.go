@@ -2,20 +2,19 @@ package deployer
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nats.go"
 
+	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
 	"github.com/switchboard-ops/switchboard/kit/command"
 	"github.com/switchboard-ops/switchboard/kit/jobs"
-	"github.com/switchboard-ops/switchboard/kit/spec"
 	"github.com/switchboard-ops/switchboard/services/deployer/enc"
 	"github.com/switchboard-ops/switchboard/services/deployer/gitrepo"
 )
@@ -200,81 +199,72 @@ func (s *Service) retire(ctx context.Context, job *command.Job) error {
 	return job.Done(ctx, fmt.Sprintf("Retired %s to %s in commit %s%s.", strings.Join(hosts, ", "), to, res.Commit.String()[:12], retried(res)))
 }
 
-// drainViaLB sends `lb drain <hosts> --wait` to the lb service exactly as
-// the chat would for a person (same thread, same requester), and waits for
-// that job to end. The lb command's spec is read from the service's
-// $SRV.INFO so its argument names are not guessed.
+// drainViaLB sends `lb drain <hosts> --wait` through the chat ingress
+// (sb.chat.in) as the person who asked for the retire, in the same thread:
+// only the chat publishes on sb.cmd.>, and it checks the person's RBAC for
+// lb drain and validates the command against the lb service's own spec.
+// It then waits for that job to end.
 func (s *Service) drainViaLB(ctx context.Context, job *command.Job, hosts []string, timeout time.Duration) error {
-	lbSpec, err := s.discoverSpec(ctx, "lb", "lb drain")
-	if err != nil {
-		return command.UserErrorf("cannot drain %s: %v; nothing was changed", strings.Join(hosts, ","), err)
-	}
-	req := &commandv1.CommandRequest{
-		// Derived from this job's command id: a take-over or a retry
-		// finds the same drain job instead of starting another.
+	list := strings.Join(hosts, ",")
+	msg := &chatv1.ChatMessage{
+		// Derived from this job's command id: a take-over or a retry sends
+		// the same message, which the chat recognises, so it finds the same
+		// drain job instead of starting another.
 		Id:           job.Request().GetId() + "/lb-drain",
-		Requester:    job.Requester(),
-		Source:       "automation",
 		Conversation: job.Request().GetConversation(),
-		Command:      lbSpec.GetName(),
-		Args:         map[string]string{},
-		Flags:        map[string]string{},
-		Text:         fmt.Sprintf("host retire (job %s)", job.ID()),
-		MessageId:    job.Request().GetMessageId(),
+		Author:       job.Requester(),
+		Text:         fmt.Sprintf("lb drain %s --wait --timeout=%s -- host retire (job %s)", list, timeout, job.ID()),
 	}
-	var hostArg string
-	for _, a := range lbSpec.GetArgs() {
-		if a.GetType() == commandv1.ArgType_ARG_TYPE_HOST_LIST || a.GetType() == commandv1.ArgType_ARG_TYPE_HOST {
-			hostArg = a.GetName()
+	data, err := wire.Marshal(msg)
+	if err != nil {
+		return fmt.Errorf("encode chat message: %w", err)
+	}
+	var resp *nats.Msg
+	for attempt := 0; attempt < 3; attempt++ {
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		m := nats.NewMsg(wire.SubjectChatIn)
+		m.Data = data
+		m.Header.Set(wire.HeaderContentType, wire.ContentTypeJSON)
+		m.Header.Set(wire.HeaderType, wire.TypeName(msg))
+		resp, err = s.deps.NC.RequestMsgWithContext(rctx, m)
+		cancel()
+		if err == nil || errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
 			break
 		}
 	}
-	if hostArg == "" {
-		return command.UserErrorf("cannot drain: the lb service's %q takes no host list; nothing was changed", lbSpec.GetName())
+	if err != nil {
+		return command.UserErrorf("cannot drain %s: the chat service did not answer (%v); nothing was changed", list, err)
 	}
-	req.Args[hostArg] = strings.Join(hosts, ",")
-	raw := "lb drain " + strings.Join(hosts, ",")
-	for _, f := range lbSpec.GetFlags() {
-		switch f.GetName() {
-		case "wait":
-			req.Flags["wait"] = "true"
-			raw += " --wait"
-		case "timeout":
-			req.Flags["timeout"] = timeout.String()
-			raw += " --timeout=" + timeout.String()
+	var reply chatv1.ChatReply
+	if err := wire.Unmarshal(resp.Data, &reply); err != nil {
+		return fmt.Errorf("decode the chat's reply to lb drain: %w", err)
+	}
+	jobID := reply.GetJobId()
+	why := strings.TrimRight(strings.TrimSpace(reply.GetMessage()), ".")
+	switch reply.GetStatus() {
+	case chatv1.IngressStatus_INGRESS_STATUS_ACCEPTED, chatv1.IngressStatus_INGRESS_STATUS_EXISTING:
+	case chatv1.IngressStatus_INGRESS_STATUS_UNAVAILABLE:
+		// The lb service did not acknowledge in time but may have received
+		// the command: if its job exists, follow it rather than claim
+		// nothing was changed.
+		if jobID != "" {
+			if j, _, err := s.jobs.Get(ctx, jobID); err == nil && j != nil {
+				break
+			}
 		}
+		return command.UserErrorf("cannot drain %s: %s; nothing was changed", list, why)
+	default:
+		return command.UserErrorf("cannot drain %s: %s; nothing was changed", list, why)
 	}
-	req.Raw = raw + " -- " + req.Text
-	if err := spec.Validate(lbSpec, req); err != nil {
-		return command.UserErrorf("cannot drain: %v; nothing was changed", err)
-	}
-	data, err := wire.Marshal(req)
-	if err != nil {
-		return err
-	}
-	subject := lbSpec.GetSubject()
-	if subject == "" {
-		subject = wire.CommandSubject("lb", "drain")
-	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	resp, err := s.deps.NC.RequestWithContext(rctx, subject, data)
-	cancel()
-	if err != nil {
-		return command.UserErrorf("cannot drain %s: the lb service did not answer (%v); nothing was changed", strings.Join(hosts, ","), err)
-	}
-	var ack commandv1.CommandAck
-	if err := wire.Unmarshal(resp.Data, &ack); err != nil {
-		return fmt.Errorf("decode lb drain ack: %w", err)
-	}
-	if ack.GetStatus() == commandv1.AckStatus_ACK_STATUS_REJECTED {
-		return command.UserErrorf("lb drain was refused: %s; nothing was changed", ack.GetReason())
+	if jobID == "" {
+		jobID = wire.JobID(reply.GetCommandId())
 	}
 	wctx, wcancel := context.WithTimeout(ctx, timeout+time.Minute)
 	defer wcancel()
 	for {
-		j, _, err := s.jobs.Get(wctx, ack.GetJobId())
-		if err != nil && !errors.Is(err, jobs.ErrNotFound) {
-			return fmt.Errorf("follow lb drain job %s: %w", ack.GetJobId(), err)
+		j, _, err := s.jobs.Get(wctx, jobID)
+		if err != nil && !errors.Is(err, jobs.ErrNotFound) && wctx.Err() == nil {
+			return fmt.Errorf("follow lb drain job %s: %w", jobID, err)
 		}
 		if j != nil && jobs.Terminal(j.GetState()) {
 			if j.GetState() == commandv1.JobState_JOB_STATE_SUCCEEDED {
@@ -285,40 +275,11 @@ func (s *Service) drainViaLB(ctx context.Context, job *command.Job, hosts []stri
 		}
 		select {
 		case <-wctx.Done():
-			return command.UserErrorf("lb drain (job %s) did not end within %s; the hosts were not retired", ack.GetJobId(), timeout)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return command.UserErrorf("lb drain (job %s) did not end within %s; the hosts were not retired", jobID, timeout)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-// discoverSpec asks a service for its endpoints ($SRV.INFO.<service>) and
-// returns the spec of one command.
-func (s *Service) discoverSpec(ctx context.Context, service, name string) (*commandv1.CommandSpec, error) {
-	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	resp, err := s.deps.NC.RequestWithContext(rctx, "$SRV.INFO."+service, nil)
-	if err != nil {
-		return nil, fmt.Errorf("the %s service does not answer (%v)", service, err)
-	}
-	var info micro.Info
-	if err := json.Unmarshal(resp.Data, &info); err != nil {
-		return nil, fmt.Errorf("the %s service's description could not be read: %v", service, err)
-	}
-	for _, ep := range info.Endpoints {
-		raw := ep.Metadata[command.MetadataSpec]
-		if raw == "" {
-			continue
-		}
-		var sp commandv1.CommandSpec
-		if err := wire.Unmarshal([]byte(raw), &sp); err != nil {
-			continue
-		}
-		if sp.GetName() == name {
-			if sp.Subject == "" {
-				sp.Subject = ep.Subject
-			}
-			return &sp, nil
-		}
-	}
-	return nil, fmt.Errorf("the %s service has no %q command", service, name)
 }
