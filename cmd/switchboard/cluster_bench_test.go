@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -32,7 +33,7 @@ func BenchmarkClusterR3(b *testing.B) {
 				edit = func(conf string) string { return strings.Replace(conf, "sync_interval: always", "", 1) }
 			}
 			c := startNATSClusterWith(b, edit)
-			ensureR3(b, c)
+			js := ensureR3(b, c)
 			startServe(b, c, "chat", "chat", "")
 			startServe(b, c, "chat", "chat", "")
 			cli := c.connect("cli")
@@ -68,6 +69,30 @@ func BenchmarkClusterR3(b *testing.B) {
 			}
 			b.ResetTimer()
 			for range b.N {
+				// Baseline in the same run: the R3 primitives a command is
+				// made of, from the same kind of connection.
+				kv, err := js.KeyValue(context.Background(), wire.BucketJobs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var kvLat, pubLat []time.Duration
+				for i := range 300 {
+					start := time.Now()
+					if _, err := kv.Create(context.Background(), fmt.Sprintf("bench.%s.%d", mode, i), []byte("x")); err != nil {
+						b.Fatal(err)
+					}
+					kvLat = append(kvLat, time.Since(start))
+					start = time.Now()
+					if _, err := js.Publish(context.Background(), "sb.audit.bench", []byte("{}")); err != nil {
+						b.Fatal(err)
+					}
+					pubLat = append(pubLat, time.Since(start))
+				}
+				slices.Sort(kvLat)
+				slices.Sort(pubLat)
+				b.ReportMetric(float64(kvLat[len(kvLat)/2].Microseconds()), "kv-create-p50-µs")
+				b.ReportMetric(float64(pubLat[len(pubLat)/2].Microseconds()), "js-publish-p50-µs")
+
 				var lat []time.Duration
 				for range 300 {
 					d, err := send("one")
