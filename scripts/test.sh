@@ -16,6 +16,8 @@ command -v kzonecheck >/dev/null 2>&1 || need+=(knot-dnssecutils)
 # services/watcher runs against a real Graphite (carbon + graphite-web).
 [ -x /usr/bin/carbon-cache ] || need+=(graphite-carbon)
 [ -d /usr/lib/python3/dist-packages/graphite ] || need+=(graphite-web)
+# deploy/ checks the systemd units with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing test dependencies: ${need[*]}"
   sudo=""
