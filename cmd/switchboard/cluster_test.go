@@ -578,19 +578,30 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d jobs were taken over from the killed replicas", len(takenOver), len(all))
-	stages := map[string]map[string]int{}
-	for _, r := range readAll[*auditv1.Record](t, ctx, js, wire.StreamAudit, func() *auditv1.Record { return &auditv1.Record{} }) {
-		// The request record is written before the command is known, so
-		// it has no job id yet: go by the command id.
-		if r.GetCommandId() == "" {
-			continue
+	// The result record may be stored just after the result post (they go
+	// to different streams): wait until every job has one.
+	var stages map[string]map[string]int
+	waitFor(t, 30*time.Second, func() error {
+		stages = map[string]map[string]int{}
+		for _, r := range readAll[*auditv1.Record](t, ctx, js, wire.StreamAudit, func() *auditv1.Record { return &auditv1.Record{} }) {
+			// The request record is written before the command is known, so
+			// it has no job id yet: go by the command id.
+			if r.GetCommandId() == "" {
+				continue
+			}
+			job := wire.JobID(r.GetCommandId())
+			if stages[job] == nil {
+				stages[job] = map[string]int{}
+			}
+			stages[job][strings.TrimPrefix(r.GetStage().String(), "STAGE_")]++
 		}
-		job := wire.JobID(r.GetCommandId())
-		if stages[job] == nil {
-			stages[job] = map[string]int{}
+		for _, s := range all {
+			if stages[s.job]["RESULT"] == 0 {
+				return fmt.Errorf("no result record yet for %s", s.id)
+			}
 		}
-		stages[job][strings.TrimPrefix(r.GetStage().String(), "STAGE_")]++
-	}
+		return nil
+	})
 	for _, s := range all {
 		got := stages[s.job]
 		if got["REQUEST"] < 1 || got["DECISION"] < 1 || got["ACCEPTED"] < 1 || got["RESULT"] != 1 {

@@ -1,6 +1,7 @@
 package chat_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -11,6 +12,8 @@ import (
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
+
+	"github.com/switchboard-ops/switchboard/kit/natstest"
 )
 
 // TestACommandRunsEndToEndWithCanonicalArguments dispatches commands to
@@ -91,8 +94,16 @@ func TestACommandRunsEndToEndWithCanonicalArguments(t *testing.T) {
 			}
 			// The chat audits its decision when the service's ack arrives,
 			// while the service audits the job it started: those two may be
-			// stored in either order.
-			got := outcomes(h.auditOf(id))
+			// stored in either order, and the service's result record may be
+			// stored just after the result post (another stream).
+			var got []string
+			natstest.WaitFor(t, waitTotal, waitStep, func() error {
+				got = outcomes(h.auditOf(id))
+				if len(got) < 4 {
+					return fmt.Errorf("audit trail so far: %q", got)
+				}
+				return nil
+			})
 			if want := []string{"accepted accepted", "decision dispatched", "request received", "result succeeded"}; !cmp.Equal(got, want, cmpopts.SortSlices(func(a, b string) bool { return a < b })) {
 				t.Fatalf("audit trail %q, want %q in any order", got, want)
 			}
