@@ -13,13 +13,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
 	"github.com/switchboard-ops/switchboard/kit/bus"
+	"github.com/switchboard-ops/switchboard/kit/chatin"
 	"github.com/switchboard-ops/switchboard/kit/emit"
 )
 
@@ -107,7 +107,10 @@ func say(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUnavailable
 	}
 	defer it.Stop()
-	reply, err := send(ctx, nc, msg)
+	reply, err := chatin.Send(ctx, nc, msg)
+	if errors.Is(err, chatin.ErrNoChat) {
+		err = errors.New("no chat service answers on the bus; is switchboard running?")
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "switchboard say: %v\n", err)
 		return exitUnavailable
@@ -181,34 +184,6 @@ func next(ctx context.Context, it jetstream.MessagesContext) (jetstream.Msg, err
 		it.Stop()
 		return nil, ctx.Err()
 	}
-}
-
-func send(ctx context.Context, nc *nats.Conn, msg *chatv1.ChatMessage) (*chatv1.ChatReply, error) {
-	data, err := wire.Marshal(msg)
-	if err != nil {
-		return nil, err
-	}
-	// Retrying with the same message id is safe: the chat recognises it.
-	var resp *nats.Msg
-	for attempt := 0; attempt < 3; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		resp, err = nc.RequestWithContext(rctx, wire.SubjectChatIn, data)
-		cancel()
-		if err == nil || errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
-			break
-		}
-	}
-	if errors.Is(err, nats.ErrNoResponders) {
-		return nil, errors.New("no chat service answers on the bus; is switchboard running?")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("send to chat: %w", err)
-	}
-	var reply chatv1.ChatReply
-	if err := wire.Unmarshal(resp.Data, &reply); err != nil {
-		return nil, fmt.Errorf("decode chat reply: %w", err)
-	}
-	return &reply, nil
 }
 
 func exitCode(r *chatv1.ChatReply) int {

@@ -239,3 +239,27 @@ func isConflict(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
+
+// Wait polls the job every poll until it ends, and returns it. A job not
+// created yet is waited for too (a command still on its way to its service),
+// and a failed read is tried again (a NATS node failing over) until ctx ends.
+func (s *Store) Wait(ctx context.Context, id string, poll time.Duration) (*commandv1.Job, error) {
+	var last error
+	for {
+		j, _, err := s.Get(ctx, id)
+		if err == nil && Terminal(j.GetState()) {
+			return j, nil
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return nil, fmt.Errorf("job %s did not end: %w (last read: %v)", id, ctx.Err(), last)
+			}
+			return nil, fmt.Errorf("job %s did not end: %w", id, ctx.Err())
+		case <-time.After(poll):
+		}
+	}
+}

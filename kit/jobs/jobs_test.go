@@ -554,3 +554,28 @@ func TestOnAThreeNodeCluster(t *testing.T) {
 		}
 	})
 }
+
+func TestWaitReturnsTheJobOnceItEnds(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := natstest.Context(t, 30*time.Second)
+	j := newJob("lb", "console:ana:wait", "lb-a")
+	rev, _, err := s.Create(ctx, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		j.State = commandv1.JobState_JOB_STATE_SUCCEEDED
+		s.Update(ctx, j, rev)
+	}()
+	got, err := s.Wait(ctx, j.GetId(), 10*time.Millisecond)
+	if err != nil || got.GetState() != commandv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("Wait = %v, %v; want the succeeded job", got, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := s.Wait(short, "nosuchjob", 10*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Wait for a job that never comes = %v, want the deadline", err)
+	}
+}

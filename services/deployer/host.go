@@ -2,19 +2,15 @@ package deployer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
-	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
+	"github.com/switchboard-ops/switchboard/kit/chatin"
 	"github.com/switchboard-ops/switchboard/kit/command"
-	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/services/deployer/enc"
 	"github.com/switchboard-ops/switchboard/services/deployer/gitrepo"
 )
@@ -215,31 +211,11 @@ func (s *Service) drainViaLB(ctx context.Context, job *command.Job, hosts []stri
 		Author:       job.Requester(),
 		Text:         fmt.Sprintf("lb drain %s --wait --timeout=%s -- host retire (job %s)", list, timeout, job.ID()),
 	}
-	data, err := wire.Marshal(msg)
-	if err != nil {
-		return fmt.Errorf("encode chat message: %w", err)
-	}
-	var resp *nats.Msg
-	for attempt := 0; attempt < 3; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		m := nats.NewMsg(wire.SubjectChatIn)
-		m.Data = data
-		m.Header.Set(wire.HeaderContentType, wire.ContentTypeJSON)
-		m.Header.Set(wire.HeaderType, wire.TypeName(msg))
-		resp, err = s.deps.NC.RequestMsgWithContext(rctx, m)
-		cancel()
-		if err == nil || errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
-			break
-		}
-	}
+	reply, err := chatin.Send(ctx, s.deps.NC, msg)
 	if err != nil {
 		return command.UserErrorf("cannot drain %s: the chat service did not answer (%v); nothing was changed", list, err)
 	}
-	var reply chatv1.ChatReply
-	if err := wire.Unmarshal(resp.Data, &reply); err != nil {
-		return fmt.Errorf("decode the chat's reply to lb drain: %w", err)
-	}
-	jobID := reply.GetJobId()
+	jobID := chatin.JobID(reply)
 	why := strings.TrimRight(strings.TrimSpace(reply.GetMessage()), ".")
 	switch reply.GetStatus() {
 	case chatv1.IngressStatus_INGRESS_STATUS_ACCEPTED, chatv1.IngressStatus_INGRESS_STATUS_EXISTING:
@@ -256,30 +232,17 @@ func (s *Service) drainViaLB(ctx context.Context, job *command.Job, hosts []stri
 	default:
 		return command.UserErrorf("cannot drain %s: %s; nothing was changed", list, why)
 	}
-	if jobID == "" {
-		jobID = wire.JobID(reply.GetCommandId())
-	}
 	wctx, wcancel := context.WithTimeout(ctx, timeout+time.Minute)
 	defer wcancel()
-	for {
-		j, _, err := s.jobs.Get(wctx, jobID)
-		if err != nil && !errors.Is(err, jobs.ErrNotFound) && wctx.Err() == nil {
-			return fmt.Errorf("follow lb drain job %s: %w", jobID, err)
-		}
-		if j != nil && jobs.Terminal(j.GetState()) {
-			if j.GetState() == commandv1.JobState_JOB_STATE_SUCCEEDED {
-				return nil
-			}
-			return command.UserErrorf("lb drain (job %s) ended %s: %s; the hosts were not retired", j.GetId(),
-				strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_")), j.GetResult())
-		}
-		select {
-		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return command.UserErrorf("lb drain (job %s) did not end within %s; the hosts were not retired", jobID, timeout)
-		case <-time.After(250 * time.Millisecond):
-		}
+	j, err := s.jobs.Wait(wctx, jobID, 250*time.Millisecond)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err() // cancelled or shutting down: kit/command decides
+	case err != nil:
+		return command.UserErrorf("lb drain (job %s) did not end within %s; the hosts were not retired", jobID, timeout)
+	case j.GetState() != commandv1.JobState_JOB_STATE_SUCCEEDED:
+		return command.UserErrorf("lb drain (job %s) ended %s: %s; the hosts were not retired", j.GetId(),
+			strings.ToLower(strings.TrimPrefix(j.GetState().String(), "JOB_STATE_")), j.GetResult())
 	}
+	return nil
 }

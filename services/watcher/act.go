@@ -7,13 +7,10 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
-	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
-	"github.com/switchboard-ops/switchboard/kit/jobs"
+	"github.com/switchboard-ops/switchboard/kit/chatin"
 )
 
 // errRetry: the action could not be handed over yet (no chat or no lb
@@ -113,29 +110,9 @@ func (s *Service) runIntent(ctx context.Context, in *Intent) (string, bool, erro
 		Author:       s.identity(),
 		Text:         in.Text,
 	}
-	data, err := wire.Marshal(msg)
+	reply, err := chatin.Send(ctx, s.nc, msg)
 	if err != nil {
-		return "", false, fmt.Errorf("encode chat message: %w", err)
-	}
-	var resp *nats.Msg
-	for attempt := 0; attempt < 3; attempt++ {
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		m := nats.NewMsg(wire.SubjectChatIn)
-		m.Data = data
-		m.Header.Set(wire.HeaderContentType, wire.ContentTypeJSON)
-		m.Header.Set(wire.HeaderType, wire.TypeName(msg))
-		resp, err = s.nc.RequestMsgWithContext(rctx, m)
-		cancel()
-		if err == nil || errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
-			break
-		}
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("%w: send to the chat ingress: %w", errRetry, err)
-	}
-	var reply chatv1.ChatReply
-	if err := wire.Unmarshal(resp.Data, &reply); err != nil {
-		return "", false, fmt.Errorf("decode the chat's reply: %w", err)
+		return "", false, fmt.Errorf("%w: %w", errRetry, err)
 	}
 	switch reply.GetStatus() {
 	case chatv1.IngressStatus_INGRESS_STATUS_ACCEPTED, chatv1.IngressStatus_INGRESS_STATUS_EXISTING:
@@ -146,12 +123,9 @@ func (s *Service) runIntent(ctx context.Context, in *Intent) (string, bool, erro
 	default:
 		return fmt.Sprintf("The watcher could not remove %s from backend %s: %s", in.Host, in.Backend, reply.GetMessage()), true, nil
 	}
-	jobID := reply.GetJobId()
-	if jobID == "" {
-		jobID = wire.JobID(reply.GetCommandId())
-	}
+	jobID := chatin.JobID(reply)
 	in.JobID = jobID
-	job, err := s.follow(ctx, jobID)
+	job, err := s.jobs.Wait(ctx, jobID, 250*time.Millisecond)
 	if err != nil {
 		return "", false, err
 	}
@@ -160,26 +134,6 @@ func (s *Service) runIntent(ctx context.Context, in *Intent) (string, bool, erro
 	}
 	return fmt.Sprintf("The watcher's `%s` did not succeed (job %s, %s): %s", in.Text, jobID,
 		stateName(job.GetState()), job.GetResult()), true, nil
-}
-
-// follow waits until the job ends.
-func (s *Service) follow(ctx context.Context, id string) (*commandv1.Job, error) {
-	for {
-		j, _, err := s.jobs.Get(ctx, id)
-		switch {
-		case err == nil && jobs.Terminal(j.GetState()):
-			return j, nil
-		case err != nil && !errors.Is(err, jobs.ErrNotFound):
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("follow job %s: %w", id, ctx.Err())
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("job %s did not end within %v: %w", id, s.cfg.ActionTimeout, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
 }
 
 func stateName(st commandv1.JobState) string {
