@@ -311,7 +311,9 @@ func (s *Service) history(ctx context.Context, _ *request, req *commandv1.Comman
 	}
 	user, cmd := strings.ToLower(f["user"]), strings.ToLower(f["command"])
 	cons, err := s.js.OrderedConsumer(ctx, "AUDIT", jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{wire.AuditSubject("decision")},
+		// Decisions say what was asked and whether it went out; results
+		// say how a dispatched command ended.
+		FilterSubjects: []string{wire.AuditSubject("decision"), wire.AuditSubject("result")},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   ptr(time.Now().Add(-since)),
 	})
@@ -322,7 +324,8 @@ func (s *Service) history(ctx context.Context, _ *request, req *commandv1.Comman
 	if err != nil {
 		return nil, fmt.Errorf("reading the audit trail failed: %w", err)
 	}
-	var lines []string
+	var decisions []*auditv1.Record
+	results := map[string]string{}
 	pending := info.NumPending
 	for pending > 0 {
 		batch, err := cons.FetchNoWait(int(min(pending, 500)))
@@ -332,8 +335,12 @@ func (s *Service) history(ctx context.Context, _ *request, req *commandv1.Comman
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			var rec auditv1.Record
-			if wire.Unmarshal(m.Data(), &rec) != nil {
+			rec := &auditv1.Record{}
+			if wire.Unmarshal(m.Data(), rec) != nil {
+				continue
+			}
+			if rec.GetStage() == auditv1.Stage_STAGE_RESULT {
+				results[rec.GetCommandId()] = rec.GetOutcome()
 				continue
 			}
 			id := rec.GetIdentity()
@@ -343,12 +350,25 @@ func (s *Service) history(ctx context.Context, _ *request, req *commandv1.Comman
 			if cmd != "" && !strings.HasPrefix(strings.ToLower(rec.GetCommand()+" "+rec.GetRaw()), cmd) {
 				continue
 			}
-			lines = append(lines, fmt.Sprintf("%s  %-16s %-10s %s", rec.GetTime().AsTime().UTC().Format("01-02 15:04:05"), id.GetName(), rec.GetOutcome(), rec.GetRaw()))
+			decisions = append(decisions, rec)
 		}
 		if n == 0 {
 			break
 		}
 		pending -= uint64(n)
+	}
+	var lines []string
+	for _, rec := range decisions {
+		outcome := rec.GetOutcome()
+		if outcome == "dispatched" || outcome == "existing" {
+			// A dispatched command shows how it ended, or that it has not.
+			if r, ok := results[rec.GetCommandId()]; ok {
+				outcome = r
+			} else if outcome == "dispatched" {
+				outcome = "running"
+			}
+		}
+		lines = append(lines, fmt.Sprintf("%s  %-16s %-10s %s", rec.GetTime().AsTime().UTC().Format("01-02 15:04:05"), rec.GetIdentity().GetName(), outcome, rec.GetRaw()))
 	}
 	if len(lines) == 0 {
 		return &chatv1.ChatPost{Text: "No commands match in the last " + since.String() + "."}, nil

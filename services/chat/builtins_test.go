@@ -210,8 +210,18 @@ func TestHistoryFiltersTheAuditTrailByUserAndCommand(t *testing.T) {
 		{vic, "t add web3 www"}, // denied
 		{ana, "ping"},
 	} {
-		h.handle(svc, message(m.who, m.text))
+		msg := message(m.who, m.text)
+		if h.handle(svc, msg).GetStatus() == chatv1.IngressStatus_INGRESS_STATUS_ACCEPTED {
+			h.waitFinal(thread(msg))
+		}
 	}
+	// A dispatched command shows how it ended, once its result is audited.
+	natstest.WaitFor(t, waitTotal, waitStep, func() error {
+		if got := h.ask(svc, ana, "history"); strings.Contains(got, " running ") {
+			return fmt.Errorf("not every result audited yet:\n%s", got)
+		}
+		return nil
+	})
 
 	// Each line is "<time>  <name> <outcome> <raw>".
 	lines := func(s string) []string {
@@ -226,11 +236,11 @@ func TestHistoryFiltersTheAuditTrailByUserAndCommand(t *testing.T) {
 		query string
 		want  []string
 	}{
-		{"history --user olga", []string{"olga dispatched t deploy 1.0 staging", "olga dispatched t add web2 www"}},
+		{"history --user olga", []string{"olga succeeded t deploy 1.0 staging", "olga succeeded t add web2 www"}},
 		{"history --user VIC", []string{"vic denied t add web3 www"}},
-		{"history --command 't add'", []string{"ana dispatched t add web1 www", "olga dispatched t add web2 www", "vic denied t add web3 www"}},
-		{"history --user olga --command 't add'", []string{"olga dispatched t add web2 www"}},
-		{"history --command ping --limit 1", []string{"ana dispatched ping"}},
+		{"history --command 't add'", []string{"ana succeeded t add web1 www", "olga succeeded t add web2 www", "vic denied t add web3 www"}},
+		{"history --user olga --command 't add'", []string{"olga succeeded t add web2 www"}},
+		{"history --command ping --limit 1", []string{"ana succeeded ping"}},
 		{"history --user nobody", []string{"No commands match in the last 24h0m0s."}},
 	}
 	for _, tt := range tests {
