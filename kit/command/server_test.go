@@ -146,56 +146,13 @@ func (e *env) send(nc *nats.Conn, req *commandv1.CommandRequest) *commandv1.Comm
 // posts returns every post in the thread so far, in stream order.
 func (e *env) posts(thread string) []*chatv1.ChatPost {
 	e.t.Helper()
-	ctx := natstest.Context(e.t, 5*time.Second)
-	cons, err := e.js.OrderedConsumer(ctx, wire.StreamChat, jetstream.OrderedConsumerConfig{FilterSubjects: []string{wire.ChatPostSubject("console", "ops")}})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []*chatv1.ChatPost
-	for pending := info.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(pending), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var p chatv1.ChatPost
-			if err := wire.Unmarshal(m.Data(), &p); err != nil {
-				e.t.Fatal(err)
-			}
-			if p.GetConversation().GetThread() == thread {
-				out = append(out, &p)
-			}
-		}
-		if n == 0 {
-			break
-		}
-		pending -= uint64(n)
-	}
-	return out
+	return natstest.InThread(natstest.Posts(e.t, e.js, wire.ChatPostSubject("console", "ops")), thread)
 }
 
 // final waits for the thread's final post (result or error).
 func (e *env) final(thread string, within time.Duration) (*chatv1.ChatPost, []*chatv1.ChatPost) {
 	e.t.Helper()
-	var last *chatv1.ChatPost
-	var all []*chatv1.ChatPost
-	natstest.WaitFor(e.t, within, 50*time.Millisecond, func() error {
-		all = e.posts(thread)
-		for _, p := range all {
-			if p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR {
-				last = p
-				return nil
-			}
-		}
-		return fmt.Errorf("no final post in thread %s yet (%d posts)", thread, len(all))
-	})
-	return last, all
+	return natstest.FinalPost(e.t, e.js, wire.ChatPostSubject("console", "ops"), thread, within)
 }
 
 func (e *env) job(id string) *commandv1.Job {

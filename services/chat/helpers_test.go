@@ -301,77 +301,30 @@ func (h *harness) handle(svc *chat.Service, m *chatv1.ChatMessage) *chatv1.ChatR
 // in stream order.
 func (h *harness) readAll(stream string, subjects ...string) []jetstream.Msg {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cons, err := h.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: subjects})
-	if err != nil {
-		h.t.Fatalf("read %s: %v", stream, err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		h.t.Fatalf("read %s: %v", stream, err)
-	}
-	var out []jetstream.Msg
-	for pending := info.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			h.t.Fatalf("read %s: %v", stream, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			out = append(out, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			h.t.Fatalf("read %s: %v", stream, err)
-		}
-		if n == 0 {
-			h.t.Fatalf("read %s: %d messages pending but none delivered", stream, pending)
-		}
-		pending -= uint64(n)
-	}
-	return out
+	return natstest.Messages(h.t, h.js, stream, subjects...)
 }
 
 // posts returns the posts of a conversation's channel, in stream order,
 // that belong to its thread (every post of the channel when thread is "").
 func (h *harness) posts(c *chatv1.Conversation) []*chatv1.ChatPost {
 	h.t.Helper()
-	var out []*chatv1.ChatPost
-	for _, m := range h.readAll(wire.StreamChat, wire.ChatPostSubject(c.GetAdapter(), c.GetChannel())) {
-		var p chatv1.ChatPost
-		if err := wire.Unmarshal(m.Data(), &p); err != nil {
-			h.t.Fatalf("decode post: %v", err)
-		}
-		if c.GetThread() == "" || p.GetConversation().GetThread() == c.GetThread() {
-			out = append(out, &p)
-		}
+	ps := natstest.Posts(h.t, h.js, wire.ChatPostSubject(c.GetAdapter(), c.GetChannel()))
+	if c.GetThread() == "" {
+		return ps
 	}
-	return out
+	return natstest.InThread(ps, c.GetThread())
 }
 
 // isFinal reports whether a post is a job's final answer.
 func isFinal(p *chatv1.ChatPost) bool {
-	return p.GetJobId() != "" && (p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR)
+	return p.GetJobId() != "" && natstest.IsFinal(p)
 }
 
 // waitFinal waits for the final answer of the job in a thread and returns
 // it with every post of the thread.
 func (h *harness) waitFinal(c *chatv1.Conversation) (*chatv1.ChatPost, []*chatv1.ChatPost) {
 	h.t.Helper()
-	var final *chatv1.ChatPost
-	var all []*chatv1.ChatPost
-	natstest.WaitFor(h.t, waitTotal, waitStep, func() error {
-		all = h.posts(c)
-		for _, p := range all {
-			if isFinal(p) {
-				final = p
-				return nil
-			}
-		}
-		return fmt.Errorf("no final post in thread %s yet (%d posts)", c.GetThread(), len(all))
-	})
-	return final, all
+	return natstest.WaitPost(h.t, h.js, wire.ChatPostSubject(c.GetAdapter(), c.GetChannel()), c.GetThread(), waitTotal, waitStep, isFinal)
 }
 
 // chatAnswer returns the chat's own answer in a thread (its post ids end
@@ -394,13 +347,9 @@ func (h *harness) chatAnswer(c *chatv1.Conversation) *chatv1.ChatPost {
 func (h *harness) audit(keep func(*auditv1.Record) bool) []*auditv1.Record {
 	h.t.Helper()
 	var out []*auditv1.Record
-	for _, m := range h.readAll(wire.StreamAudit) {
-		var r auditv1.Record
-		if err := wire.Unmarshal(m.Data(), &r); err != nil {
-			h.t.Fatalf("decode audit record: %v", err)
-		}
-		if keep(&r) {
-			out = append(out, &r)
+	for _, r := range natstest.AuditRecords(h.t, h.js) {
+		if keep(r) {
+			out = append(out, r)
 		}
 	}
 	return out

@@ -147,74 +147,18 @@ func (e *env) run(who, text string, args map[string]string, dryRun bool) *chatv1
 	if err := wire.Unmarshal(resp.Data, &ack); err != nil || ack.GetStatus() != commandv1.AckStatus_ACK_STATUS_ACCEPTED {
 		e.t.Fatalf("%s: ack %v (%v)", text, &ack, err)
 	}
-	var final *chatv1.ChatPost
-	natstest.WaitFor(e.t, 60*time.Second, 50*time.Millisecond, func() error {
-		for _, p := range e.posts("console", "ops") {
-			if p.GetConversation().GetThread() == id && (p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR) {
-				final = p
-				return nil
-			}
-		}
-		return fmt.Errorf("no answer to %q yet", text)
-	})
+	final, _ := natstest.FinalPost(e.t, e.js, wire.ChatPostSubject("console", "ops"), id, 60*time.Second)
 	return final
 }
 
 // posts returns every post in a channel so far.
 func (e *env) posts(adapter, channel string) []*chatv1.ChatPost {
 	e.t.Helper()
-	var out []*chatv1.ChatPost
-	for _, b := range e.messages(wire.StreamChat, wire.ChatPostSubject(adapter, channel)) {
-		p := &chatv1.ChatPost{}
-		if err := wire.Unmarshal(b, p); err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, p)
-	}
-	return out
+	return natstest.Posts(e.t, e.js, wire.ChatPostSubject(adapter, channel))
 }
 
 // events returns every event on a subject so far.
 func (e *env) events(subject string) []*eventv1.Event {
 	e.t.Helper()
-	var out []*eventv1.Event
-	for _, b := range e.messages(wire.StreamEvents, subject) {
-		ev := &eventv1.Event{}
-		if err := wire.Unmarshal(b, ev); err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, ev)
-	}
-	return out
-}
-
-// messages reads a stream's messages on subject with an ordered consumer.
-func (e *env) messages(stream, subject string) [][]byte {
-	e.t.Helper()
-	ctx := natstest.Context(e.t, 5*time.Second)
-	cons, err := e.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out [][]byte
-	for pending := info.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(pending), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			out = append(out, m.Data())
-		}
-		if n == 0 {
-			break
-		}
-		pending -= uint64(n)
-	}
-	return out
+	return natstest.Events(e.t, e.js, subject)
 }

@@ -159,45 +159,7 @@ func (e *env) webhook(body []byte, secrets ...string) (int, string) {
 // events returns every event stored on EVENTS under the subject filter.
 func (e *env) events(filter string) []*eventv1.Event {
 	e.t.Helper()
-	var out []*eventv1.Event
-	for _, m := range e.stored(wire.StreamEvents, filter) {
-		var ev eventv1.Event
-		if err := wire.Unmarshal(m, &ev); err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, &ev)
-	}
-	return out
-}
-
-func (e *env) stored(stream, filter string) [][]byte {
-	e.t.Helper()
-	ctx := natstest.Context(e.t, 5*time.Second)
-	cons, err := e.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out [][]byte
-	for pending := info.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(pending), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			out = append(out, m.Data())
-		}
-		if n == 0 {
-			break
-		}
-		pending -= uint64(n)
-	}
-	return out
+	return natstest.Events(e.t, e.js, filter)
 }
 
 var cmdSeq atomic.Int64
@@ -232,42 +194,13 @@ func (e *env) run(who *chatv1.Identity, name string, args map[string]string, tex
 	if ack.GetStatus() != commandv1.AckStatus_ACK_STATUS_ACCEPTED {
 		e.t.Fatalf("%s: ack %s %s", name, ack.GetStatus(), ack.GetReason())
 	}
-	var final *chatv1.ChatPost
-	var all []*chatv1.ChatPost
-	natstest.WaitFor(e.t, waitTotal, waitStep, func() error {
-		all = nil
-		for _, b := range e.stored(wire.StreamChat, wire.ChatPostSubject("console", "ops")) {
-			var p chatv1.ChatPost
-			if err := wire.Unmarshal(b, &p); err != nil {
-				return err
-			}
-			if p.GetConversation().GetThread() != id {
-				continue
-			}
-			all = append(all, &p)
-			if p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR {
-				final = &p
-			}
-		}
-		if final == nil {
-			return fmt.Errorf("no final post for %s yet (%d posts)", name, len(all))
-		}
-		return nil
-	})
-	return final, all
+	return natstest.WaitPost(e.t, e.js, wire.ChatPostSubject("console", "ops"), id, waitTotal, waitStep, natstest.IsFinal)
 }
 
 // audits returns the audit records of a stage.
 func (e *env) audits(stage string) []*auditv1.Record {
-	var out []*auditv1.Record
-	for _, b := range e.stored(wire.StreamAudit, wire.AuditSubject(stage)) {
-		var r auditv1.Record
-		if err := wire.Unmarshal(b, &r); err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, &r)
-	}
-	return out
+	e.t.Helper()
+	return natstest.AuditRecords(e.t, e.js, wire.AuditSubject(stage))
 }
 
 func wantResult(t *testing.T, p *chatv1.ChatPost, contains ...string) {

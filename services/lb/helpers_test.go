@@ -149,55 +149,16 @@ func (e *testEnv) run(r req, within time.Duration) (*chatv1.ChatPost, []*chatv1.
 // itself, or one thread).
 func (e *testEnv) posts(thread string, all bool) []*chatv1.ChatPost {
 	e.t.Helper()
-	ctx := natstest.Context(e.t, 5*time.Second)
-	cons, err := e.js.OrderedConsumer(ctx, wire.StreamChat, jetstream.OrderedConsumerConfig{FilterSubjects: []string{wire.ChatPostSubject("console", "ops")}})
-	if err != nil {
-		e.t.Fatal(err)
+	ps := natstest.Posts(e.t, e.js, wire.ChatPostSubject("console", "ops"))
+	if all {
+		return ps
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []*chatv1.ChatPost
-	for pending := info.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(pending), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var p chatv1.ChatPost
-			if err := wire.Unmarshal(m.Data(), &p); err != nil {
-				e.t.Fatal(err)
-			}
-			if all || p.GetConversation().GetThread() == thread {
-				out = append(out, &p)
-			}
-		}
-		if n == 0 {
-			break
-		}
-		pending -= uint64(n)
-	}
-	return out
+	return natstest.InThread(ps, thread)
 }
 
 func (e *testEnv) final(thread string, within time.Duration) (*chatv1.ChatPost, []*chatv1.ChatPost) {
 	e.t.Helper()
-	var last *chatv1.ChatPost
-	var all []*chatv1.ChatPost
-	natstest.WaitFor(e.t, within, 50*time.Millisecond, func() error {
-		all = e.posts(thread, false)
-		for _, p := range all {
-			if p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR {
-				last = p
-				return nil
-			}
-		}
-		return fmt.Errorf("no final post in thread %s yet (%d posts)", thread, len(all))
-	})
-	return last, all
+	return natstest.FinalPost(e.t, e.js, wire.ChatPostSubject("console", "ops"), thread, within)
 }
 
 // notice waits for a notice in the ops channel containing every part.
@@ -226,31 +187,7 @@ func (e *testEnv) notice(within time.Duration, parts ...string) *chatv1.ChatPost
 // events returns the lb events of a type published so far.
 func (e *testEnv) events(typ string) []*eventv1.Event {
 	e.t.Helper()
-	ctx := natstest.Context(e.t, 5*time.Second)
-	cons, err := e.js.OrderedConsumer(ctx, wire.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{wire.EventSubject("lb", typ)}})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var out []*eventv1.Event
-	if info.NumPending == 0 {
-		return nil
-	}
-	batch, err := cons.Fetch(int(info.NumPending), jetstream.FetchMaxWait(time.Second))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for m := range batch.Messages() {
-		var ev eventv1.Event
-		if err := wire.Unmarshal(m.Data(), &ev); err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, &ev)
-	}
-	return out
+	return natstest.Events(e.t, e.js, wire.EventSubject("lb", typ))
 }
 
 // waitState waits until a server has a state on an instance.

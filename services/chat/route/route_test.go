@@ -75,36 +75,7 @@ func publish(t testing.TB, js jetstream.JetStream, evs ...*eventv1.Event) {
 // posts reads every post of a channel so far.
 func posts(t testing.TB, js jetstream.JetStream, adapter, channel string) []*chatv1.ChatPost {
 	t.Helper()
-	ctx := natstest.Context(t, 10*time.Second)
-	cons, err := js.OrderedConsumer(ctx, wire.StreamChat, jetstream.OrderedConsumerConfig{FilterSubjects: []string{wire.ChatPostSubject(adapter, channel)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*chatv1.ChatPost
-	for pending := info.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var p chatv1.ChatPost
-			if err := wire.Unmarshal(m.Data(), &p); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, &p)
-		}
-		if n == 0 {
-			break
-		}
-		pending -= uint64(n)
-	}
-	return out
+	return natstest.Posts(t, js, wire.ChatPostSubject(adapter, channel))
 }
 
 var digestRe = regexp.MustCompile(`^(\d+) more (.*?): (.*)$`)

@@ -26,22 +26,9 @@ import (
 // streamTexts returns the data of every message on a stream, as text.
 func streamTexts(t *testing.T, js jetstream.JetStream, stream string) []string {
 	t.Helper()
-	ctx := natstest.Context(t, 10*time.Second)
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
-		out = append(out, string(m.Data)+" "+fmt.Sprint(m.Header))
+	for _, m := range natstest.Messages(t, js, stream) {
+		out = append(out, string(m.Data())+" "+fmt.Sprint(m.Headers()))
 	}
 	return out
 }
