@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
 	"github.com/switchboard-ops/switchboard/kit/command"
+	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/kit/natstest"
 	"github.com/switchboard-ops/switchboard/services/chat"
 )
@@ -113,10 +115,16 @@ func TestAPersonsCommitIsPublishedByTheTimerAndABrokenOneIsReportedWhileTheLastG
 // fakeLB is a small lb service with the drain command a person would use
 // (the spec of services/lb's "lb drain"). The deployer reaches it through
 // the real chat service, as a person would.
-type fakeLB struct{ drained chan map[string]string }
+type fakeLB struct {
+	drained chan map[string]string
+	// release, when set, holds every drain until it is closed.
+	release chan struct{}
+}
 
-func startFakeLB(t *testing.T, e *env, fail bool) *fakeLB {
-	f := &fakeLB{drained: make(chan map[string]string, 4)}
+func startFakeLB(t *testing.T, e *env, fail bool) *fakeLB { return serveFakeLB(t, e, &fakeLB{}, fail) }
+
+func serveFakeLB(t *testing.T, e *env, f *fakeLB, fail bool) *fakeLB {
+	f.drained = make(chan map[string]string, 4)
 	spec := &commandv1.CommandSpec{
 		Name: "lb drain", Usage: "lb drain <hosts> [backend] [--wait] [--timeout=10m] [--dry-run] [-- reason]", Summary: "Drain.",
 		Example: "lb drain web1 www --wait",
@@ -136,6 +144,9 @@ func startFakeLB(t *testing.T, e *env, fail bool) *fakeLB {
 			"message": job.Request().GetMessageId(), "reason": job.Request().GetText()}
 		f.drained <- got
 		time.Sleep(200 * time.Millisecond) // waiting for sessions to end
+		if f.release != nil {
+			<-f.release
+		}
 		if fail {
 			return command.UserErrorf("web-0001 still has 12 sessions after the timeout")
 		}
@@ -232,5 +243,53 @@ func TestARetireIsRefusedWhenTheRequesterMayNotDrain(t *testing.T) {
 	case got := <-lb.drained:
 		t.Fatalf("the lb service ran a denied drain: %v", got)
 	default:
+	}
+}
+
+// A replica that stops while its retire waits for the drain: another one
+// takes the job over, joins the same drain (the message id is stable) and
+// commits once.
+func TestARetireWhoseReplicaStopsDuringTheDrainIsFinishedByAnother(t *testing.T) {
+	e := newEnv(t, nil)
+	cfg := e.config()
+	a, b := e.start(cfg), e.start(cfg)
+	replicas := map[string]*Service{a.Instance(): a, b.Instance(): b}
+	e.startChat(chat.DefaultRBAC())
+	lb := serveFakeLB(t, e, &fakeLB{release: make(chan struct{})}, false)
+	before := e.commits()
+
+	id := e.send("host retire", map[string]string{"hosts": "web-0001"}, nil, false)
+	<-lb.drained // the drain has started and is held
+	ctx := natstest.Context(t, time.Minute)
+	store, _ := jobs.Open(ctx, e.js)
+	j, _, err := store.Get(ctx, wire.JobID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := replicas[j.GetOwner()]
+	if owner == nil {
+		t.Fatalf("job owned by unknown replica %s", j.GetOwner())
+	}
+	go func() { time.Sleep(500 * time.Millisecond); close(lb.release) }()
+	owner.Stop(context.Background())
+
+	p, _ := e.final(id, 90*time.Second)
+	wantOK(t, p, "Retired web-0001 to the spare pool")
+	j, _, _ = store.Get(ctx, wire.JobID(id))
+	if j.GetAttempt() != 2 || replicas[j.GetOwner()] == owner {
+		t.Fatalf("attempt %d by %s: want the other replica's second attempt", j.GetAttempt(), j.GetOwner())
+	}
+	select {
+	case again := <-lb.drained:
+		t.Fatalf("the take-over drained again: %v", again)
+	default:
+	}
+	n0, _ := strconv.Atoi(strings.TrimSpace(before))
+	n1, _ := strconv.Atoi(strings.TrimSpace(e.commits()))
+	if n1-n0 != 1 {
+		t.Fatalf("%d commits, want exactly 1", n1-n0)
+	}
+	if h := e.inventory().Host("web-0001"); h.GetState() != inventoryv1.HostState_HOST_STATE_SPARE {
+		t.Fatalf("web-0001: %v", h)
 	}
 }

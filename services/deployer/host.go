@@ -37,7 +37,8 @@ var retireSpec = &commandv1.CommandSpec{
 	Summary: "Drain hosts from their load balancers, then return them to the spare pool (or decommission them) and commit.",
 	Help: "Drains the hosts with `lb drain <hosts> --wait`, the command a person would run, in this thread; when the drain " +
 		"succeeded, sets them to spare (environment, role and backends removed) or, with --decommission, to decommissioned, " +
-		"and commits. If the drain fails nothing is committed.",
+		"and commits. If the drain fails nothing is committed. If the replica running it stops, another one resumes it: " +
+		"it joins the same drain and commits what is not committed yet.",
 	Example: "host retire web-0007,web-0008 -- hardware refresh",
 	Args: []*commandv1.ArgSpec{
 		{Name: "hosts", Type: commandv1.ArgType_ARG_TYPE_HOST_LIST, Required: true, Help: "hosts to retire"},
@@ -49,6 +50,10 @@ var retireSpec = &commandv1.CommandSpec{
 	Confirm:        commandv1.ConfirmPolicy_CONFIRM_POLICY_ALWAYS,
 	SupportsDryRun: true,
 	Mutating:       true,
+	// Safe to run again: the drain's message id is derived from this
+	// command's, so a second attempt joins the same drain job, and hosts the
+	// first attempt already committed are recognised below.
+	Resumable: true,
 }
 
 func (s *Service) provision(ctx context.Context, job *command.Job) error {
@@ -129,25 +134,32 @@ func (s *Service) retire(ctx context.Context, job *command.Job) error {
 	if err != nil {
 		return err
 	}
-	var drain []string
+	to, target := "the spare pool", enc.StateSpare
+	if decommission {
+		to, target = "decommissioned", enc.StateDecommissioned
+	}
+	var drain, todo []string
 	for _, h := range hosts {
 		hh := inv.Hosts[h]
 		switch {
 		case hh == nil:
 			return command.UserErrorf("%s is not in the inventory; nothing was changed", h)
+		case job.Attempt() > 1 && hh.State == target:
+			continue // committed by the attempt that stopped
 		case hh.State == enc.StateDecommissioned:
 			return command.UserErrorf("%s is decommissioned already; nothing was changed", h)
 		case hh.State == enc.StateSpare && !decommission:
 			return command.UserErrorf("%s is in the spare pool already; nothing was changed", h)
 		}
+		todo = append(todo, h)
 		if len(hh.Backends) > 0 {
 			drain = append(drain, h)
 		}
 	}
-	to := "the spare pool"
-	if decommission {
-		to = "decommissioned"
+	if len(todo) == 0 {
+		return job.Done(ctx, fmt.Sprintf("Retired %s to %s: the first attempt committed it before its replica stopped.", strings.Join(hosts, ", "), to))
 	}
+	hosts = todo
 	if job.DryRun() {
 		d := "no host is in a backend, so no drain"
 		if len(drain) > 0 {
