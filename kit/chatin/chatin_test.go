@@ -23,7 +23,8 @@ func TestSendRetriesALostReplyWithTheSameMessage(t *testing.T) {
 	// A chat that drops the first request (a replica dying mid-request)
 	// and answers the second.
 	var seen []string
-	sub, err := natstest.Connect(t, s).Subscribe(wire.SubjectChatIn, func(m *nats.Msg) {
+	chat := natstest.Connect(t, s)
+	sub, err := chat.Subscribe(wire.SubjectChatIn, func(m *nats.Msg) {
 		var msg chatv1.ChatMessage
 		if err := wire.Unmarshal(m.Data, &msg); err != nil {
 			t.Error(err)
@@ -40,6 +41,10 @@ func TestSendRetriesALostReplyWithTheSameMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	// The subscription must reach the server before the request does.
+	if err := chat.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	reply, err := chatin.Send(ctx, nc, &chatv1.ChatMessage{Id: "m1", Text: "ping"})
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -22,15 +23,19 @@ var applySpec = &commandv1.CommandSpec{
 	Help: "Checks that the plan exists, has not expired or been applied, and (with dns.four_eyes) that you did not make it; " +
 		"then checks every zone's state against the plan and refuses, changing nothing, if a zone changed since. The " +
 		"changes go out with prerequisites on each changed RRset, so even a change racing the apply is not overwritten. " +
-		"Reports per-record results and publishes sb.event.dns.applied.",
+		"Reports per-record results and publishes sb.event.dns.applied. Resumable: when the replica running it stops, the one " +
+		"that takes the job over reads the zones again, skips the changes already in place, reports the ones someone else " +
+		"changed, and applies the rest.",
 	Example:        "dns apply 3fa9c1e2b7d4",
 	Args:           []*commandv1.ArgSpec{{Name: "plan", Type: commandv1.ArgType_ARG_TYPE_STRING, Required: true, Help: "the plan id from dns plan"}},
 	SupportsDryRun: true,
 	Mutating:       true,
+	Resumable:      true,
 	Confirm:        commandv1.ConfirmPolicy_CONFIRM_POLICY_NEVER,
 }
 
-// applyCmd applies a plan.
+// applyCmd applies a plan. A replica that takes the job over from one that
+// stopped (Attempt() > 1) finds the plan claimed by this job and resumes it.
 func (s *Service) applyCmd(ctx context.Context, job *command.Job) error {
 	id := strings.TrimSpace(job.Arg("plan"))
 	applier := person(job.Requester())
@@ -40,6 +45,9 @@ func (s *Service) applyCmd(ctx context.Context, job *command.Job) error {
 	}
 	if err != nil {
 		return err
+	}
+	if job.Attempt() > 1 && !job.DryRun() && p.ApplyJob == job.ID() {
+		return s.resumeApply(ctx, job, p, rev)
 	}
 	if err := s.applicable(p, applier); err != nil {
 		return err
@@ -63,54 +71,196 @@ func (s *Service) applyCmd(ctx context.Context, job *command.Job) error {
 		return job.Done(ctx, fmt.Sprintf("dry run: plan %s would apply %s; every zone is still as the plan saw it.\n%s", p.ID, plural(p.Count(), "change"), summary(p)))
 	}
 	// Claim the plan: a compare-and-set, so two appliers cannot both run it.
-	p.Status, p.AppliedBy, p.AppliedAt = StatusApplying, &applier, s.now()
+	// The job id lets a replica that takes this job over resume it.
+	p.Status, p.AppliedBy, p.AppliedAt, p.ApplyJob = StatusApplying, &applier, s.now(), job.ID()
 	if rev, err = s.plans.update(ctx, p, rev); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return command.UserErrorf("plan %s is being applied or was changed by someone else just now; see `dns plans`", p.ID)
 		}
 		return err
 	}
-	applied, failed, lines := 0, 0, []string{}
+	var t Tally
+	var lines []string
 	var firstErr error
 	for _, z := range p.Zones {
 		if len(z.Changes) == 0 {
 			continue
 		}
 		job.Progressf(ctx, "applying %s to %s…", plural(len(z.Changes), "change"), z.Zone)
-		res, err := s.applyZone(ctx, z)
+		res, err := s.applyZone(ctx, z.Zone, z.State, z.Changes)
+		if err != nil && interrupted(ctx) {
+			return leftForTakeOver(p, err)
+		}
 		for _, r := range res {
 			if r.Err == nil {
-				applied++
+				t.Applied++
 				continue
 			}
-			failed++
-			if len(lines) < 20 {
-				lines = append(lines, fmt.Sprintf("✗ %s %s %s: %v", r.Change.Op(), r.Change.Name, r.Change.Type, r.Err))
-			}
+			t.Failed++
+			lines = append(lines, fmt.Sprintf("✗ %s: %v", changeText(r.Change), r.Err))
 		}
 		if err != nil {
 			firstErr = err
 			break // later zones are not attempted
 		}
 	}
-	p.Status, p.Outcome = StatusApplied, fmt.Sprintf("%d applied, %d failed", applied, failed)
-	if firstErr != nil {
+	return s.finishApply(ctx, job, p, rev, t, lines, firstErr, false)
+}
+
+// resumeApply finishes a plan this job claimed before its replica stopped.
+// The first attempt may have sent some UPDATEs and not others, so every
+// zone is read again and each change sorted: already applied (the RRset is
+// the change's New), still to do (it is still the plan's Old), or changed by
+// someone else (neither). Only the changes still to do are applied, with
+// prerequisites on what was just read.
+func (s *Service) resumeApply(ctx context.Context, job *command.Job, p *Plan, rev uint64) error {
+	switch p.Status {
+	case StatusApplying:
+	case StatusApplied, StatusFailed:
+		// The first attempt recorded the outcome and stopped before it
+		// answered: answer from the record (the event id is the plan's, so
+		// publishing it again is dropped as a duplicate).
+		t := Tally{}
+		if p.Tally != nil {
+			t = *p.Tally
+		}
+		return s.answerApply(ctx, job, p, t, []string{"(the outcome was recorded before the take-over)"}, nil, true)
+	default:
+		return fmt.Errorf("plan %s claimed by job %s is %q, not applying", p.ID, job.ID(), p.Status)
+	}
+	job.Progressf(ctx, "resuming plan %s after a take-over: reading the zones again to see what was applied…", p.ID)
+	var t Tally
+	var lines []string
+	var firstErr error
+	for i, z := range p.Zones {
+		if len(z.Changes) == 0 {
+			continue
+		}
+		snap, err := s.readZone(ctx, z.Zone)
+		if err != nil {
+			if interrupted(ctx) {
+				return leftForTakeOver(p, err)
+			}
+			firstErr = providerErr("read zone "+z.Zone, err)
+			for _, rest := range p.Zones[i:] {
+				t.Failed += len(rest.Changes)
+				if len(rest.Changes) > 0 {
+					lines = append(lines, fmt.Sprintf("✗ %s: %s not checked: %v", rest.Zone, plural(len(rest.Changes), "change"), firstErr))
+				}
+			}
+			break
+		}
+		sets := zone.Group(snap.Records)
+		var todo []zone.Change
+		for _, c := range z.Changes {
+			cur := sets[c.Key()]
+			switch {
+			case zone.SameSet(cur, c.New):
+				t.Already++
+				lines = append(lines, fmt.Sprintf("= %s: already applied before the take-over", changeText(c)))
+			case zone.SameSet(cur, c.Old):
+				todo = append(todo, c)
+			default:
+				t.Conflicts++
+				lines = append(lines, fmt.Sprintf("≠ %s: changed by someone else since the plan; left as it is", changeText(c)))
+			}
+		}
+		if len(todo) == 0 {
+			continue
+		}
+		job.Progressf(ctx, "%s: %d of %s already in place; applying the other %d…", z.Zone, len(z.Changes)-len(todo), plural(len(z.Changes), "change"), len(todo))
+		res, err := s.applyZone(ctx, z.Zone, snap.State, todo)
+		if err != nil && interrupted(ctx) {
+			return leftForTakeOver(p, err)
+		}
+		for _, r := range res {
+			if r.Err == nil {
+				t.Applied++
+				lines = append(lines, fmt.Sprintf("✓ %s: applied", changeText(r.Change)))
+				continue
+			}
+			t.Failed++
+			lines = append(lines, fmt.Sprintf("✗ %s: %v", changeText(r.Change), r.Err))
+		}
+		if err != nil {
+			firstErr = err
+			for _, rest := range p.Zones[i+1:] {
+				t.Failed += len(rest.Changes)
+			}
+			break // later zones are not attempted
+		}
+	}
+	return s.finishApply(ctx, job, p, rev, t, lines, firstErr, true)
+}
+
+// interrupted reports whether the job was stopped by its replica shutting
+// down rather than on request: the plan then stays "applying" for the
+// replica that takes the job over.
+func interrupted(ctx context.Context) bool {
+	return ctx.Err() != nil && !errors.Is(context.Cause(ctx), command.ErrCancelled)
+}
+
+func leftForTakeOver(p *Plan, err error) error {
+	return fmt.Errorf("apply plan %s stopped with its replica; the plan stays applying for the replica that takes the job over: %w", p.ID, err)
+}
+
+// finishApply records the plan's final state, publishes the event and
+// answers. The record and the event are written even when the job context
+// ended, so a cancelled apply still says how far it got.
+func (s *Service) finishApply(ctx context.Context, job *command.Job, p *Plan, rev uint64, t Tally, lines []string, firstErr error, resumed bool) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	p.Status, p.Outcome, p.Tally = StatusApplied, t.String(), &t
+	if firstErr != nil || t.Failed > 0 || t.Conflicts > 0 {
 		p.Status = StatusFailed
 	}
-	if _, err := s.plans.update(ctx, p, rev); err != nil {
+	if _, err := s.plans.update(wctx, p, rev); err != nil {
 		s.log.Error("record plan outcome", "plan", p.ID, "error", err)
 	}
-	s.publishApplied(ctx, job, p, applied, failed)
-	if firstErr != nil {
-		msg := fmt.Sprintf("plan %s: %d of %s applied, %d failed", p.ID, applied, plural(p.Count(), "change"), failed)
-		if errors.Is(firstErr, zone.ErrConflict) {
+	return s.answerApply(wctx, job, p, t, lines, firstErr, resumed)
+}
+
+// answerApply publishes sb.event.dns.applied (once per plan: its id is the
+// plan's) and returns the job's answer.
+func (s *Service) answerApply(ctx context.Context, job *command.Job, p *Plan, t Tally, lines []string, firstErr error, resumed bool) error {
+	s.publishApplied(ctx, job, p, t, resumed)
+	inPlace := t.Applied + t.Already
+	if p.Status != StatusApplied {
+		msg := fmt.Sprintf("plan %s: %d of %s applied, %d failed", p.ID, inPlace, plural(p.Count(), "change"), t.Failed)
+		if t.Conflicts > 0 {
+			msg += fmt.Sprintf(", %d changed by someone else", t.Conflicts)
+		}
+		if resumed {
+			msg += fmt.Sprintf(" (resumed after a take-over; %d applied before it)", t.Already)
+		}
+		if errors.Is(firstErr, zone.ErrConflict) || t.Conflicts > 0 {
 			msg += " — a zone changed while applying; run `dns plan` again"
 		}
-		return command.UserErrorf("%s\n%s", msg, strings.Join(lines, "\n"))
+		return command.UserErrorf("%s\n%s", msg, strings.Join(limit(lines, 30), "\n"))
 	}
-	return job.DoneWith(&chatv1.ChatPost{
-		Text: fmt.Sprintf("plan %s applied by %s: %s.\n%s", p.ID, applier, plural(applied, "change"), summary(p)),
-	})
+	text := fmt.Sprintf("plan %s applied by %s: %s.\n%s", p.ID, who(p.AppliedBy), plural(inPlace, "change"), summary(p))
+	if resumed {
+		text = fmt.Sprintf("plan %s applied by %s: %s, resumed after a take-over (%d already applied before it, %d applied now).\n%s\n%s",
+			p.ID, who(p.AppliedBy), plural(inPlace, "change"), t.Already, t.Applied, summary(p), strings.Join(limit(lines, 30), "\n"))
+	}
+	return job.DoneWith(&chatv1.ChatPost{Text: text})
+}
+
+// String is the outcome recorded in the plan.
+func (t Tally) String() string {
+	parts := []string{fmt.Sprintf("%d applied", t.Applied+t.Already)}
+	if t.Already > 0 {
+		parts = append(parts, fmt.Sprintf("%d of them before a take-over", t.Already))
+	}
+	if t.Conflicts > 0 {
+		parts = append(parts, fmt.Sprintf("%d changed by someone else", t.Conflicts))
+	}
+	parts = append(parts, fmt.Sprintf("%d failed", t.Failed))
+	return strings.Join(parts, ", ")
+}
+
+func changeText(c zone.Change) string {
+	return fmt.Sprintf("%s %s %s", c.Op(), c.Name, c.Type)
 }
 
 // applicable refuses plans that cannot be applied now, with the reason.
@@ -134,10 +284,16 @@ func (s *Service) applicable(p *Plan, applier Person) error {
 	return nil
 }
 
-func (s *Service) applyZone(ctx context.Context, z ZonePlan) ([]zone.Result, error) {
+func (s *Service) applyZone(ctx context.Context, name, state string, changes []zone.Change) ([]zone.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	return s.provider.Apply(ctx, z.Zone, z.State, z.Changes)
+	return s.provider.Apply(ctx, name, state, changes)
+}
+
+func (s *Service) readZone(ctx context.Context, name string) (*zone.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	return s.provider.Read(ctx, name)
 }
 
 func summary(p *Plan) string {

@@ -12,10 +12,20 @@ import (
 )
 
 // publishApplied announces an apply on sb.event.dns.applied.
-func (s *Service) publishApplied(ctx context.Context, job *command.Job, p *Plan, applied, failed int) {
+// Its id is the plan's, so a resumed apply that publishes it again is
+// dropped as a duplicate.
+func (s *Service) publishApplied(ctx context.Context, job *command.Job, p *Plan, t Tally, resumed bool) {
 	sev := eventv1.Severity_SEVERITY_INFO
-	if failed > 0 {
+	if t.Failed+t.Conflicts > 0 {
 		sev = eventv1.Severity_SEVERITY_ERROR
+	}
+	applied, failed := t.Applied+t.Already, t.Failed
+	title := fmt.Sprintf("DNS plan %s applied by %s: %d applied, %d failed", p.ID, who(p.AppliedBy), applied, failed)
+	if t.Conflicts > 0 {
+		title += fmt.Sprintf(", %d changed by someone else", t.Conflicts)
+	}
+	if resumed {
+		title += " (resumed after a take-over)"
 	}
 	var zones []string
 	for _, z := range p.Zones {
@@ -24,10 +34,11 @@ func (s *Service) publishApplied(ctx context.Context, job *command.Job, p *Plan,
 	ev := &eventv1.Event{
 		Id:     "applied-" + p.ID,
 		Source: ServiceName, Type: "applied", Severity: sev,
-		Title: fmt.Sprintf("DNS plan %s applied by %s: %d applied, %d failed", p.ID, who(p.AppliedBy), applied, failed),
+		Title: title,
 		Text:  summary(p),
 		Fields: map[string]string{
 			"plan": p.ID, "zones": strings.Join(zones, ","), "applied": fmt.Sprint(applied), "failed": fmt.Sprint(failed),
+			"already_applied": fmt.Sprint(t.Already), "conflicts": fmt.Sprint(t.Conflicts), "resumed": fmt.Sprint(resumed),
 			"planner": p.Planner.ID, "applier": p.AppliedBy.ID, "inventory_revision": p.InventoryRevision,
 		},
 		CorrelationId: "dns/" + p.ID,

@@ -28,6 +28,8 @@ import (
 const (
 	fwd = "example.test."
 	rev = "2.0.192.in-addr.arpa."
+	// testLease is the replicas' lease, short so a take-over comes soon.
+	testLease = 2 * time.Second
 )
 
 // clock is a settable clock for plan expiry.
@@ -76,7 +78,7 @@ func newEnv(t *testing.T) *env {
 	nc := natstest.Connect(t, s)
 	js := natstest.JetStream(t, nc)
 	ctx := natstest.Context(t, 20*time.Second)
-	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{}); err != nil {
+	if err := bus.EnsureStreams(ctx, js, bus.StreamOptions{ReplicaLease: testLease}); err != nil {
 		t.Fatal(err)
 	}
 	kv, err := inventory.Bucket(ctx, js)
@@ -110,8 +112,14 @@ func (e *env) config() dns.Config {
 
 func (e *env) start(cfg dns.Config) *dns.Service {
 	e.t.Helper()
+	return e.startWrapped(cfg, nil)
+}
+
+// startWrapped starts a replica whose provider wrap wraps (none when nil).
+func (e *env) startWrapped(cfg dns.Config, wrap func(dns.Provider) dns.Provider) *dns.Service {
+	e.t.Helper()
 	ctx := natstest.Context(e.t, 20*time.Second)
-	svc, err := dns.New(ctx, cfg, dns.Deps{NC: e.nc, Now: e.clock.now, DataDir: e.t.TempDir()})
+	svc, err := dns.New(ctx, cfg, dns.Deps{NC: e.nc, Now: e.clock.now, DataDir: e.t.TempDir(), Lease: testLease, WrapProvider: wrap})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -131,6 +139,15 @@ func (e *env) rfc() *rfc2136.Client {
 // run sends a command as who and returns its final post.
 func (e *env) run(who, text string, args map[string]string, dryRun bool) *chatv1.ChatPost {
 	e.t.Helper()
+	id := e.send(who, text, args, dryRun)
+	final, _ := natstest.FinalPost(e.t, e.js, wire.ChatPostSubject("console", "ops"), id, 60*time.Second)
+	return final
+}
+
+// send sends a command as who once it is accepted, and returns its id,
+// which is also its thread.
+func (e *env) send(who, text string, args map[string]string, dryRun bool) string {
+	e.t.Helper()
 	id := fmt.Sprintf("%s-%d-%d", e.t.Name(), time.Now().UnixNano(), e.seq.Add(1))
 	id = strings.NewReplacer("/", "-", " ", "-").Replace(id)
 	req := &commandv1.CommandRequest{
@@ -147,8 +164,7 @@ func (e *env) run(who, text string, args map[string]string, dryRun bool) *chatv1
 	if err := wire.Unmarshal(resp.Data, &ack); err != nil || ack.GetStatus() != commandv1.AckStatus_ACK_STATUS_ACCEPTED {
 		e.t.Fatalf("%s: ack %v (%v)", text, &ack, err)
 	}
-	final, _ := natstest.FinalPost(e.t, e.js, wire.ChatPostSubject("console", "ops"), id, 60*time.Second)
-	return final
+	return id
 }
 
 // posts returns every post in a channel so far.

@@ -56,7 +56,24 @@ type Plan struct {
 	Status    string    `json:"status"`
 	AppliedBy *Person   `json:"applied_by,omitempty"`
 	AppliedAt time.Time `json:"applied_at,omitzero"`
-	Outcome   string    `json:"outcome,omitempty"`
+	// ApplyJob is the id of the `dns apply` job that claimed the plan: a
+	// replica that takes that job over resumes the apply only then.
+	ApplyJob string `json:"apply_job,omitempty"`
+	Outcome  string `json:"outcome,omitempty"`
+	// Tally counts the outcomes once the apply ended.
+	Tally *Tally `json:"tally,omitempty"`
+}
+
+// Tally counts what an apply did with a plan's changes.
+type Tally struct {
+	// Applied changes were made by this apply; Already ones were found in
+	// place by a resumed apply (made before the take-over).
+	Applied int `json:"applied"`
+	Already int `json:"already,omitempty"`
+	// Conflicts are RRsets a resumed apply found neither as the plan saw
+	// them nor as it wanted them: someone else changed them.
+	Conflicts int `json:"conflicts,omitempty"`
+	Failed    int `json:"failed,omitempty"`
 }
 
 // ZonePlan is the part of a plan for one zone, with the state it was

@@ -197,6 +197,12 @@ type Deps struct {
 	DataDir string
 	// Now is the clock (tests); time.Now when nil.
 	Now func() time.Time
+	// Lease of the replica; must match bus.StreamOptions.ReplicaLease
+	// (tests shorten both). The default is bus.ReplicaLease.
+	Lease time.Duration
+	// WrapProvider, when set, wraps the configured provider (tests use it
+	// to stop an apply halfway).
+	WrapProvider func(Provider) Provider
 }
 
 // Service is one replica of the dns service.
@@ -244,6 +250,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 	p, err := s.newProvider()
 	if err != nil {
 		return nil, err
+	}
+	if d.WrapProvider != nil {
+		p = d.WrapProvider(p)
 	}
 	s.provider = p
 	return s, nil
@@ -315,7 +324,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	srv, err := command.Serve(ctx, s.deps.NC, s.Commands(), command.Options{
 		Service: ServiceName, Description: "DNS records from the inventory: plan, then apply.",
-		Log: s.deps.Log, Tracing: s.deps.Tracing, Meter: s.deps.Meter,
+		Log: s.deps.Log, Tracing: s.deps.Tracing, Meter: s.deps.Meter, Lease: s.deps.Lease,
 	})
 	if err != nil {
 		cancel()
