@@ -2,6 +2,7 @@ package chatin_test
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ func TestSendRetriesALostReplyWithTheSameMessage(t *testing.T) {
 	}
 	// A chat that drops the first request (a replica dying mid-request)
 	// and answers the second.
+	var mu sync.Mutex
 	var seen []string
 	chat := natstest.Connect(t, s)
 	sub, err := chat.Subscribe(wire.SubjectChatIn, func(m *nats.Msg) {
@@ -30,8 +32,11 @@ func TestSendRetriesALostReplyWithTheSameMessage(t *testing.T) {
 			t.Error(err)
 			return
 		}
+		mu.Lock()
 		seen = append(seen, msg.GetId())
-		if len(seen) == 1 {
+		first := len(seen) == 1
+		mu.Unlock()
+		if first {
 			return
 		}
 		b, _ := wire.Marshal(&chatv1.ChatReply{Status: chatv1.IngressStatus_INGRESS_STATUS_EXISTING, CommandId: "cli/ops/" + msg.GetId()})
@@ -49,6 +54,8 @@ func TestSendRetriesALostReplyWithTheSameMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(seen) != 2 || seen[0] != "m1" || seen[1] != "m1" {
 		t.Errorf("the chat saw %v, want the same message twice", seen)
 	}
