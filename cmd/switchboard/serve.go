@@ -159,70 +159,49 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 	consoleURL := ""
 	meter := tel.Meter("switchboard")
 	for _, name := range names {
+		var stop func(context.Context)
+		var err error
 		switch name {
 		case "chat":
-			svc, err := chat.New(ctx, cfg.Chat, chat.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas})
-			if err != nil {
-				return err
+			var svc *chat.Service
+			if svc, err = chat.New(ctx, cfg.Chat, chat.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas}); err != nil {
+				break
 			}
 			var l net.Listener
 			if cfg.Chat.Console.Addr != "" {
-				l, err = net.Listen("tcp", cfg.Chat.Console.Addr)
-				if err != nil {
-					return fmt.Errorf("chat.console.addr: listen on %s: %w (set SB_CHAT_CONSOLE_ADDR to use another address)", cfg.Chat.Console.Addr, err)
+				if l, err = net.Listen("tcp", cfg.Chat.Console.Addr); err != nil {
+					err = fmt.Errorf("chat.console.addr: listen on %s: %w (set SB_CHAT_CONSOLE_ADDR to use another address)", cfg.Chat.Console.Addr, err)
+					break
 				}
 				consoleURL = "http://" + l.Addr().String() + "/"
 			}
-			if err := svc.Start(ctx, l); err != nil {
-				return err
+			if err = svc.Start(ctx, l); err != nil {
+				break
 			}
-			stops = append(stops, svc.Stop)
+			stop = svc.Stop
 		case "lb":
-			svc, err := lb.New(ctx, cfg.LB, lb.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
-			if err != nil {
-				return err
-			}
-			if err := svc.Start(ctx); err != nil {
-				return err
-			}
-			stops = append(stops, svc.Stop)
+			stop, err = started(lb.New(ctx, cfg.LB, lb.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir}))(ctx)
 		case "dns":
-			svc, err := dns.New(ctx, cfg.DNS, dns.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
-			if err != nil {
-				return err
-			}
-			if err := svc.Start(ctx); err != nil {
-				return err
-			}
-			stops = append(stops, svc.Stop)
-		case "incidents":
-			svc, err := incidents.New(ctx, cfg.Incidents, incidents.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
-			if err != nil {
-				return err
-			}
-			if err := svc.Start(ctx, nil); err != nil {
-				return fmt.Errorf("%w (set SB_INCIDENTS_HTTP_ADDR to use another address)", err)
-			}
-			stops = append(stops, svc.Stop)
+			stop, err = started(dns.New(ctx, cfg.DNS, dns.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir}))(ctx)
 		case "deployer":
-			svc, err := deployer.New(ctx, cfg.Deployer, deployer.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
-			if err != nil {
-				return err
-			}
-			if err := svc.Start(ctx); err != nil {
-				return err
-			}
-			stops = append(stops, svc.Stop)
+			stop, err = started(deployer.New(ctx, cfg.Deployer, deployer.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir}))(ctx)
 		case "watcher":
-			svc, err := watcher.New(ctx, cfg.Watcher, watcher.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir})
-			if err != nil {
-				return err
+			stop, err = started(watcher.New(ctx, cfg.Watcher, watcher.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir}))(ctx)
+		case "incidents":
+			var svc *incidents.Service
+			if svc, err = incidents.New(ctx, cfg.Incidents, incidents.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir}); err != nil {
+				break
 			}
-			if err := svc.Start(ctx); err != nil {
-				return err
+			if err = svc.Start(ctx, nil); err != nil {
+				err = fmt.Errorf("%w (set SB_INCIDENTS_HTTP_ADDR to use another address)", err)
+				break
 			}
-			stops = append(stops, svc.Stop)
+			stop = svc.Stop
 		}
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
 	}
 	if cfg.Metrics.Addr != "" {
 		srv := &http.Server{Addr: cfg.Metrics.Addr, Handler: metricsMux(tel), ReadHeaderTimeout: 5 * time.Second}
@@ -243,6 +222,23 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 	<-ctx.Done()
 	log.Info("stopping switchboard")
 	return nil
+}
+
+// started takes what a service's New returned and gives the function that
+// starts it and returns how to stop it: started(lb.New(…))(ctx).
+func started[S interface {
+	Start(context.Context) error
+	Stop(context.Context)
+}](s S, err error) func(context.Context) (func(context.Context), error) {
+	return func(ctx context.Context) (func(context.Context), error) {
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Start(ctx); err != nil {
+			return nil, err
+		}
+		return s.Stop, nil
+	}
 }
 
 func metricsMux(tel *telemetry.Telemetry) http.Handler {
