@@ -148,7 +148,7 @@ type resultWatch struct {
 	waiting map[string]chan struct{}
 }
 
-func newResultWatch(b *testing.B, nc *nats.Conn) *resultWatch {
+func newResultWatch(b testing.TB, nc *nats.Conn) *resultWatch {
 	w := &resultWatch{waiting: map[string]chan struct{}{}}
 	_, err := nc.Subscribe(wire.SubjectChatPostPrefix+".cli.>", func(m *nats.Msg) {
 		var p chatv1.ChatPost

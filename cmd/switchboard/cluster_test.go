@@ -29,7 +29,6 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/emit"
 	"github.com/switchboard-ops/switchboard/kit/inventory"
-	"github.com/switchboard-ops/switchboard/kit/jobs"
 	auditv1 "github.com/switchboard-ops/switchboard/proto/sb/audit/v1"
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
@@ -417,8 +416,8 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 	lbs := []*replica{startReplica("lb", "lb"), startReplica("lb", "lb")}
 
 	cli := c.connect("cli")
-	// The test watches jobs end as an operator would, with admin rights.
-	store, err := jobs.Open(context.Background(), js)
+	// The test reads the channels with admin rights.
+	chat, err := js.Stream(context.Background(), wire.StreamChat)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,19 +475,13 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 					}
 					time.Sleep(100 * time.Millisecond)
 				}
-				// Like a person, wait for the answer before the next command.
-				for {
-					gctx, gcancel := context.WithTimeout(context.Background(), 2*time.Second)
-					j, _, err := store.Get(gctx, reply.GetJobId())
-					gcancel()
-					if err == nil && jobs.Terminal(j.GetState()) {
-						break
-					}
-					if time.Now().After(deadline.Add(60 * time.Second)) {
-						errc <- fmt.Errorf("%s: job %s did not end (last: %v %v)", msg.Id, reply.GetJobId(), j.GetState(), err)
-						return
-					}
-					time.Sleep(20 * time.Millisecond)
+				// Like a person, wait until the answer is in the channel
+				// (stored in CHAT, where the egress reads it) before the
+				// next command. A core subscription is not enough: it sees a
+				// publish that the stream stores only on a later retry.
+				if err := waitStoredAnswer(chat, wire.ChatPostSubject("cli", channel), reply.GetJobId(), 120*time.Second); err != nil {
+					errc <- fmt.Errorf("%s: %w", msg.Id, err)
+					return
 				}
 				mu.Lock()
 				all = append(all, sent{channel, msg.Id, reply.GetJobId()})
@@ -505,7 +498,7 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 		t.Error(err)
 	}
 	if t.Failed() {
-		t.FailNow()
+		t.Fatalf("replica logs:\nchat: %s\nchat: %s\nlb: %s\nlb: %s", chats[0].out, chats[1].out, lbs[0].out, lbs[1].out)
 	}
 	t.Logf("the command sent right after the node and the replica died was accepted %s later", firstAfterKill)
 
@@ -636,6 +629,28 @@ func seedInventory(t testing.TB, js jetstream.JetStream, env, backend string, ho
 	if _, err := inventory.Publish(ctx, kv, "e2e", hs, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitStoredAnswer waits until the final answer of job is stored among the
+// last posts of the CHAT stream (a retried publish of the thread's echo may
+// be stored after it).
+func waitStoredAnswer(st jetstream.Stream, subject, job string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m, err := st.GetLastMsgForSubject(ctx, subject)
+		for back := uint64(0); err == nil && back < 50 && m.Sequence > back; back++ {
+			var p chatv1.ChatPost
+			if g, gerr := st.GetMsg(ctx, m.Sequence-back); gerr == nil && g.Subject == subject && wire.Unmarshal(g.Data, &p) == nil &&
+				p.GetJobId() == job && (p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR) {
+				cancel()
+				return nil
+			}
+		}
+		cancel()
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no answer for job %s stored within %s", job, within)
 }
 
 // replica is one `switchboard serve` process.

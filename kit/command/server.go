@@ -552,14 +552,15 @@ func (s *Server) finish(ctx context.Context, job *Job, state commandv1.JobState,
 	if _, err := emit.Post(wctx, s.js, post); err != nil {
 		log.Error("post job result", "error", err)
 	}
-	// After the post, so the person sees the answer a round trip sooner; a
-	// marker left by a crash here is dropped by the next scan.
-	if err := s.store.Close(wctx, s.opts.Service, job.ID()); err != nil {
-		log.Warn("close job", "error", err)
-	}
 	s.awaitAccepted(wctx, job)
 	if err := result.Wait(wctx); err != nil {
 		log.Error("write audit record", "stage", "result", "error", err)
+	}
+	// Last, after the post and the records: until the marker is gone, a
+	// scan that finds this replica dead posts the answer and writes the
+	// result record again from the job (the streams drop the copies).
+	if err := s.store.Close(wctx, s.opts.Service, job.ID()); err != nil {
+		log.Warn("close job", "error", err)
 	}
 }
 

@@ -36,9 +36,6 @@ var (
 // Store reads and writes jobs.
 type Store struct {
 	kv jetstream.KeyValue
-	// js, when set, lets Create send the open marker without waiting for
-	// its ack before the job's Create (one round trip instead of two).
-	js jetstream.JetStream
 }
 
 // New returns a store over the sb_jobs bucket.
@@ -50,7 +47,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", wire.BucketJobs, err)
 	}
-	return &Store{kv: kv, js: js}, nil
+	return New(kv), nil
 }
 
 func jobKey(id string) string           { return "job." + id }
@@ -71,37 +68,18 @@ func (s *Store) Create(ctx context.Context, j *commandv1.Job) (uint64, *commandv
 	if err != nil {
 		return 0, nil, fmt.Errorf("encode job %s: %w", j.GetId(), err)
 	}
-	// The open marker goes first: if this replica dies between the two
-	// writes, a marker without a job is harmless (the janitor drops it),
-	// while a job without a marker would never be found and finished.
-	// Both writes go to one stream over one connection, so the stream
-	// stores them in the order sent: the marker need not be acknowledged
-	// before the Create is sent, only before Create returns.
-	var marker jetstream.PubAckFuture
+	// The open marker goes first, and is acknowledged before the job is
+	// created: if this replica dies between the two writes, a marker without
+	// a job is harmless (the janitor drops it), while a job without a marker
+	// would never be found and finished. (Sending both without waiting in
+	// between is not safe: during a stream leader election the marker can
+	// be lost while the Create, sent just after, is stored.)
 	if !Terminal(j.GetState()) {
-		if s.js != nil {
-			var err error
-			marker, err = s.js.PublishAsync("$KV."+wire.BucketJobs+"."+openKey(j.GetService(), j.GetId()), []byte(j.GetOwner()))
-			if err != nil {
-				marker = nil // fall back to a synchronous Put below
-			}
-		}
-		if marker == nil {
-			if _, err := s.kv.Put(ctx, openKey(j.GetService(), j.GetId()), []byte(j.GetOwner())); err != nil {
-				return 0, nil, fmt.Errorf("mark job %s open: %w", j.GetId(), err)
-			}
+		if _, err := s.kv.Put(ctx, openKey(j.GetService(), j.GetId()), []byte(j.GetOwner())); err != nil {
+			return 0, nil, fmt.Errorf("mark job %s open: %w", j.GetId(), err)
 		}
 	}
 	rev, err := s.kv.Create(ctx, jobKey(j.GetId()), data)
-	if marker != nil {
-		if merr := s.awaitMarker(ctx, marker, j); merr != nil && err == nil {
-			// The job exists without its marker: write the marker now, or
-			// no replica would finish the job after this one died.
-			if _, perr := s.kv.Put(ctx, openKey(j.GetService(), j.GetId()), []byte(j.GetOwner())); perr != nil {
-				return 0, nil, fmt.Errorf("mark job %s open: %w", j.GetId(), perr)
-			}
-		}
-	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		existing, _, gerr := s.Get(ctx, j.GetId())
 		// On a replicated bucket the read may be served by a replica that
@@ -128,17 +106,6 @@ func (s *Store) Create(ctx context.Context, j *commandv1.Job) (uint64, *commandv
 		return 0, nil, fmt.Errorf("create job %s: %w", j.GetId(), err)
 	}
 	return rev, nil, nil
-}
-
-func (s *Store) awaitMarker(ctx context.Context, f jetstream.PubAckFuture, j *commandv1.Job) error {
-	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		return fmt.Errorf("mark job %s open: %w", j.GetId(), err)
-	case <-ctx.Done():
-		return fmt.Errorf("mark job %s open: %w", j.GetId(), ctx.Err())
-	}
 }
 
 // Get returns a job and its revision.

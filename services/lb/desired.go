@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
@@ -135,10 +136,25 @@ func put(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint
 	if err != nil {
 		return false, fmt.Errorf("encode %s: %w", key, err)
 	}
-	if rev == 0 {
-		_, err = kv.Put(ctx, key, b)
-	} else {
-		_, err = kv.Update(ctx, key, b, rev)
+	// A write can time out while the bucket's leader is being elected (a
+	// NATS node died, or the bucket was just created): try again within
+	// the caller's deadline. A retried Update that had in fact landed comes
+	// back as a conflict, which callers already handle by reading again.
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if rev == 0 {
+			_, err = kv.Put(actx, key, b)
+		} else {
+			_, err = kv.Update(actx, key, b, rev)
+		}
+		cancel()
+		if !transient(err) || ctx.Err() != nil || attempt >= 10 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
 	}
 	if err != nil {
 		var apiErr *jetstream.APIError
@@ -209,4 +225,11 @@ func settle[T any](ctx context.Context, kv jetstream.KeyValue, key string, rev u
 	*p = slices.DeleteFunc(*p, func(n string) bool { return slices.Contains(done, n) })
 	_, err = put(ctx, kv, key, v, cur)
 	return err
+}
+
+// transient reports whether a bus error may go away by itself: a timeout or
+// no stream answering, as during a leader election.
+func transient(err error) bool {
+	return err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse))
 }
