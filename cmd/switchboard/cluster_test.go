@@ -382,6 +382,15 @@ func TestNATSPermissionsOfDeployConfig(t *testing.T) {
 		if code != exitFailed {
 			t.Errorf("doctor with no service running exited %d, want %d", code, exitFailed)
 		}
+		// Every service user may read exactly the subjects its service serves.
+		for _, svc := range []string{"chat", "dns", "deployer", "incidents", "watcher"} {
+			out = syncBuffer{}
+			run(ctx, []string{"switchboard", "doctor", "--nats", c.url(), "--creds", c.creds(svc), "--as", svc}, func(k string) string { return env[k] }, nil, &out, &errOut)
+			if strings.Contains(out.String(), "FAIL  as "+svc) || !strings.Contains(out.String(), "ok    as "+svc+": may receive") {
+				t.Errorf("doctor --as %s:\n%s", svc, out.String())
+			}
+		}
+		out = syncBuffer{}
 		code = run(ctx, []string{"switchboard", "doctor", "--nats", c.url(), "--creds", c.creds("ci")}, func(k string) string { return env[k] }, nil, &out, &errOut)
 		if code != exitFailed || !strings.Contains(out.String(), "may not use the JetStream API") {
 			t.Errorf("doctor as CI: exit %d:\n%s", code, out.String())

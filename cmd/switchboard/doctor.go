@@ -255,9 +255,11 @@ func (d *doc) services(ctx context.Context, nc *nats.Conn) {
 // permissions checks what a service's NATS user must and must not be
 // allowed to do, without publishing anything a service would act on.
 func (d *doc) permissions(ctx context.Context, nc *nats.Conn, service string) {
+	// A service's commands are sb.cmd.<service>.<verb>; the lb process
+	// also serves the ratelimit commands.
 	verbs := map[string][]string{
-		"chat": {"sys"}, "lb": {"lb", "ratelimit"}, "dns": {"dns"}, "deployer": {"deploy", "enc", "host"},
-		"incidents": {"pager", "incident", "status"}, "watcher": {"watcher"},
+		"chat": {"sys"}, "lb": {"lb", "ratelimit"}, "dns": {"dns"}, "deployer": {"deployer"},
+		"incidents": {"incidents"}, "watcher": {"watcher"},
 	}[service]
 	if verbs == nil {
 		d.fail("--as %s: not a switchboard service (chat, lb, dns, deployer, incidents, watcher)", service)
