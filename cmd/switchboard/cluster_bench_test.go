@@ -142,7 +142,10 @@ func BenchmarkClusterR3(b *testing.B) {
 }
 
 // resultWatch sees every result post on the cli adapter's channels with a
-// core subscription (JetStream delivers stored messages to those too).
+// core subscription. It sees a post when it is published, which in a
+// fail-over can be before the stream stores it (the publisher retries): the
+// fail-over time it gives is to the answer published, a lower bound of when
+// a chat adapter shows it. The e2e test waits for the stored answer instead.
 type resultWatch struct {
 	mu      sync.Mutex
 	waiting map[string]chan struct{}
