@@ -114,8 +114,32 @@ func startNATSClusterWith(t testing.TB, edit func(string) string) *natsCluster {
 	if err := nkeysCmd([]string{"--out", dir}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	c := &natsCluster{t: t, bin: bin, dir: dir}
-	c.ca = writeCerts(t, dir)
+	ca := writeCerts(t, dir)
+	// A port that freeAddr handed out can be taken by another test process
+	// before the node binds it, and then the cluster never forms: start
+	// again on fresh ports, once.
+	for attempt := 1; ; attempt++ {
+		c := &natsCluster{t: t, bin: bin, dir: dir, ca: ca}
+		err := c.startNodes(filepath.Join(dir, fmt.Sprintf("attempt-%d", attempt)))
+		if err == nil {
+			return c
+		}
+		logs := ""
+		for i := range 3 {
+			logs += fmt.Sprintf("nats-%d:\n%s\n", i+1, c.logs[i])
+			c.kill(i)
+		}
+		if attempt == 2 {
+			t.Fatalf("the NATS cluster did not form: %v\n%s", err, logs)
+		}
+		t.Logf("the NATS cluster did not form (%v); starting it again on other ports:\n%s", err, logs)
+	}
+}
+
+// startNodes starts the three nodes with their stores under storeDir and
+// waits until JetStream answers through the cluster with a meta leader.
+func (c *natsCluster) startNodes(storeDir string) error {
+	t := c.t
 	var routes [3]string
 	var clusterAddrs [3]string
 	for i := range 3 {
@@ -124,17 +148,16 @@ func startNATSClusterWith(t testing.TB, edit func(string) string) *natsCluster {
 		routes[i] = "nats-route://" + clusterAddrs[i]
 	}
 	for i := range 3 {
-		store := filepath.Join(dir, fmt.Sprintf("store-%d", i+1))
 		c.envs[i] = []string{
 			"SB_NATS_NAME=nats-" + fmt.Sprint(i+1),
 			"SB_NATS_LISTEN=" + c.clients[i],
 			"SB_NATS_HTTP=" + freeAddr(t),
 			"SB_NATS_CLUSTER_LISTEN=" + clusterAddrs[i],
 			"SB_NATS_ROUTE_1=" + routes[0], "SB_NATS_ROUTE_2=" + routes[1], "SB_NATS_ROUTE_3=" + routes[2],
-			"SB_NATS_STORE=" + store,
+			"SB_NATS_STORE=" + filepath.Join(storeDir, fmt.Sprintf("store-%d", i+1)),
 			"SB_NATS_TLS_CA=" + c.ca,
-			"SB_NATS_TLS_CERT=" + filepath.Join(dir, "server.pem"),
-			"SB_NATS_TLS_KEY=" + filepath.Join(dir, "server-key.pem"),
+			"SB_NATS_TLS_CERT=" + filepath.Join(c.dir, "server.pem"),
+			"SB_NATS_TLS_KEY=" + filepath.Join(c.dir, "server-key.pem"),
 		}
 		c.start(i)
 	}
@@ -143,16 +166,35 @@ func startNATSClusterWith(t testing.TB, edit func(string) string) *natsCluster {
 			c.kill(i)
 		}
 	})
-	// Ready when JetStream answers through the cluster with a meta leader.
-	admin := c.connect("admin")
-	js, _ := jetstream.New(admin)
-	waitFor(t, 60*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.AccountInfo(ctx)
+	seed, err := nats.NkeyOptionFromSeed(c.creds("admin"))
+	if err != nil {
 		return err
-	})
-	return c
+	}
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		err := func() error {
+			nc, err := nats.Connect(c.url(), seed, nats.RootCAs(c.ca))
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err = js.AccountInfo(ctx)
+			return err
+		}()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (c *natsCluster) start(i int) {
