@@ -101,6 +101,7 @@ type Server struct {
 
 	mu          sync.Mutex
 	running     map[string]context.CancelCauseFunc
+	accepting   map[string]int // jobs between their marker and start: not orphans
 	connectedAt time.Time
 	suspects    map[string]time.Time // owner → first seen without a lease
 	orphans     map[string]time.Time // open markers seen without a job
@@ -163,6 +164,7 @@ func Serve(ctx context.Context, nc *nats.Conn, cmds []Command, o Options) (*Serv
 		ctx:         sctx,
 		cancel:      cancel,
 		running:     map[string]context.CancelCauseFunc{},
+		accepting:   map[string]int{},
 		connectedAt: time.Now(),
 		suspects:    map[string]time.Time{},
 		orphans:     map[string]time.Time{},
@@ -385,6 +387,20 @@ func (s *Server) accept(ctx context.Context, c Command, data []byte) *commandv1.
 	if traceID.IsValid() {
 		rec.TraceId = traceID.String()
 	}
+	// A scan that reads the marker and then the new record before start
+	// registers the job would take this replica's own job for one left by
+	// its previous life, and fail it: the job counts as here from before
+	// its marker is written until it runs.
+	s.mu.Lock()
+	s.accepting[rec.GetId()]++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.accepting[rec.GetId()]--; s.accepting[rec.GetId()] <= 0 {
+			delete(s.accepting, rec.GetId())
+		}
+		s.mu.Unlock()
+	}()
 	rev, existing, err := s.store.Create(ctx, rec)
 	if errors.Is(err, jobs.ErrExists) {
 		return &commandv1.CommandAck{Status: commandv1.AckStatus_ACK_STATUS_EXISTING, JobId: existing.GetId(), Job: existing,
@@ -697,6 +713,7 @@ func (s *Server) scan(ctx context.Context) {
 	for _, id := range ids {
 		s.mu.Lock()
 		_, mine := s.running[id]
+		mine = mine || s.accepting[id] > 0
 		s.mu.Unlock()
 		if mine {
 			continue

@@ -444,3 +444,48 @@ func TestAnAnswerLostBetweenRecordAndPostIsPostedFromTheRecord(t *testing.T) {
 		t.Errorf("%d posts and %d runs; want the answer once and no run", len(all), started.Load())
 	}
 }
+
+// A replica scans for open jobs while it accepts new ones. A scan that
+// reads a new job's marker and record before the job starts must not take
+// the job for one left behind by this replica's previous life.
+func TestAScanNeverTakesOverAJobBeingAccepted(t *testing.T) {
+	s := natstest.RunServer(t)
+	e := newEnv(t, s.ClientURL())
+	// A short lease scans every ~20ms, so scans overlap many accepts.
+	srv, err := command.Serve(context.Background(), e.nc, slowCommands(nil), command.Options{Service: "t", Lease: 40 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop(context.Background()) })
+	sender := natstest.Connect(t, s)
+	const n = 200
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ack := e.send(sender, request(fmt.Sprintf("console/ops/a%d", i), "t slow", map[string]string{"steps": "1"}))
+			if ack.GetStatus() != commandv1.AckStatus_ACK_STATUS_ACCEPTED {
+				t.Errorf("command %d: ack %v %s", i, ack.GetStatus(), ack.GetReason())
+			}
+		}()
+	}
+	wg.Wait()
+	store, err := jobs.Open(context.Background(), e.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := natstest.Context(t, time.Minute)
+	for i := range n {
+		j, err := store.Wait(ctx, wire.JobID(fmt.Sprintf("console/ops/a%d", i)), 20*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.GetResult() != "did 1 steps" || j.GetAttempt() != 1 {
+			t.Fatalf("command %d ended %s in attempt %d with %q, want succeeded in attempt 1", i, j.GetState(), j.GetAttempt(), j.GetResult())
+		}
+	}
+}
