@@ -278,6 +278,7 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 			c.Hooks.Templates = map[string]incidents.HookTemplate{"mine": {Type: "x.{{.y"}}
 		}, "incidents.hooks.templates.mine"},
 		{"a status page without a key", func(c *incidents.Config) { c.StatusPage.PageID = "pg" }, "incidents.statuspage.api_key_file"},
+		{"a status page provider nobody wrote", func(c *incidents.Config) { c.StatusPage.Provider = "instatus" }, `incidents.statuspage.provider: "instatus" is not a status page provider; known: statuspage`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

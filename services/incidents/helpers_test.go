@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	auditv1 "github.com/switchboard-ops/switchboard/proto/sb/audit/v1"
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
@@ -164,10 +165,13 @@ func (e *env) events(filter string) []*eventv1.Event {
 
 var cmdSeq atomic.Int64
 
-// run sends a command as who and waits for its final post; it returns the
-// final post and every post of the thread.
-func (e *env) run(who *chatv1.Identity, name string, args map[string]string, text string, dryRun bool) (*chatv1.ChatPost, []*chatv1.ChatPost) {
-	e.t.Helper()
+// chatDispatchTimeout is the chat's default dispatch_timeout: the chat
+// sets every request's Deadline this far out, and so does request.
+const chatDispatchTimeout = 5 * time.Second
+
+// request is the command request the chat sends when who types the
+// command.
+func request(who *chatv1.Identity, name string, args map[string]string, text string, dryRun bool) *commandv1.CommandRequest {
 	id := fmt.Sprintf("test-%s-%d", strings.ReplaceAll(name, " ", "-"), cmdSeq.Add(1))
 	raw := name
 	for _, v := range args {
@@ -176,14 +180,27 @@ func (e *env) run(who *chatv1.Identity, name string, args map[string]string, tex
 	if text != "" {
 		raw += " -- " + text
 	}
-	req := &commandv1.CommandRequest{
+	return &commandv1.CommandRequest{
 		Id: id, Command: name, Args: args, Text: text, DryRun: dryRun, Requester: who,
 		Conversation: &chatv1.Conversation{Adapter: "console", Channel: "ops", Thread: id},
 		Raw:          raw,
+		Deadline:     timestamppb.New(time.Now().Add(chatDispatchTimeout)),
 	}
+}
+
+// run sends a command as who and waits for its final post; it returns the
+// final post and every post of the thread.
+func (e *env) run(who *chatv1.Identity, name string, args map[string]string, text string, dryRun bool) (*chatv1.ChatPost, []*chatv1.ChatPost) {
+	e.t.Helper()
+	return e.send(request(who, name, args, text, dryRun))
+}
+
+// send dispatches a request as the chat does and waits for its final post.
+func (e *env) send(req *commandv1.CommandRequest) (*chatv1.ChatPost, []*chatv1.ChatPost) {
+	e.t.Helper()
 	data, _ := wire.Marshal(req)
-	f := strings.Fields(name)
-	resp, err := e.nc.Request(wire.CommandSubject("incidents", strings.Join(f, "_")), data, 5*time.Second)
+	name := req.GetCommand()
+	resp, err := e.nc.Request(wire.CommandSubject("incidents", strings.Join(strings.Fields(name), "_")), data, 5*time.Second)
 	if err != nil {
 		e.t.Fatalf("request %s: %v", name, err)
 	}
@@ -194,7 +211,7 @@ func (e *env) run(who *chatv1.Identity, name string, args map[string]string, tex
 	if ack.GetStatus() != commandv1.AckStatus_ACK_STATUS_ACCEPTED {
 		e.t.Fatalf("%s: ack %s %s", name, ack.GetStatus(), ack.GetReason())
 	}
-	return natstest.WaitPost(e.t, e.js, wire.ChatPostSubject("console", "ops"), id, waitTotal, waitStep, natstest.IsFinal)
+	return natstest.WaitPost(e.t, e.js, wire.ChatPostSubject("console", "ops"), req.GetId(), waitTotal, waitStep, natstest.IsFinal)
 }
 
 // audits returns the audit records of a stage.

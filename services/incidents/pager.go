@@ -97,15 +97,14 @@ func (s *Service) requester(ctx context.Context, job *command.Job) (actor, error
 	return actor{user: u, from: u.Email}, nil
 }
 
-// jobContext bounds a command: the configured timeout, or the request's
-// deadline when sooner. Retries report themselves in the thread (the first
-// and every fifth), so a person waiting knows why.
+// jobContext bounds a run of a command by command_timeout from its start.
+// The request's Deadline is not used here: it says by when the work must
+// start (kit/command refuses a request that arrives after it), and the
+// chat sets it a few seconds out, far too soon for a Retry-After wait or a
+// job taken over from another replica. Retries report themselves in the
+// thread (the first and every fifth), so a person waiting knows why.
 func (s *Service) jobContext(ctx context.Context, job *command.Job) (context.Context, context.CancelFunc) {
-	deadline := time.Now().Add(s.cfg.CommandTimeout)
-	if d := job.Request().GetDeadline(); d != nil && d.AsTime().Before(deadline) {
-		deadline = d.AsTime()
-	}
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
 	ctx = pd.WithRetryNotify(ctx, func(r pd.Retry) {
 		if r.Attempt == 1 || r.Attempt%5 == 0 {
 			why := "did not answer"

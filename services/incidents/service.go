@@ -36,14 +36,15 @@ const BucketSeen = "sb_incidents_seen"
 type Config struct {
 	// HTTP is the listener for webhooks and hooks.
 	HTTP HTTPConfig `yaml:"http"`
-	// CommandTimeout bounds every command, retries included (a request's
-	// own deadline wins when it is sooner).
+	// CommandTimeout bounds each run of a command from its start, retries
+	// and Retry-After waits included. A request's Deadline only bounds when
+	// the run may start.
 	CommandTimeout time.Duration `yaml:"command_timeout"`
 	// SeenTTL is how long a delivery id is remembered (at least 48h).
 	SeenTTL time.Duration `yaml:"seen_ttl"`
 	// PagerDuty: REST API, webhooks, services and schedules by name.
 	PagerDuty PagerDutyConfig `yaml:"pagerduty"`
-	// StatusPage: an Atlassian Statuspage page.
+	// StatusPage: the public status page (Atlassian Statuspage).
 	StatusPage StatusPageConfig `yaml:"statuspage"`
 	// Hooks: generic inbound hooks by source.
 	Hooks HooksConfig `yaml:"hooks"`
@@ -95,9 +96,13 @@ type PagerService struct {
 	RoutingKey     string `yaml:"-"`
 }
 
-// StatusPageConfig is one Atlassian Statuspage page. Without a page id the
-// status commands are not served.
+// StatusPageConfig is one page of a status page provider. Without a page
+// id the status commands are not served.
 type StatusPageConfig struct {
+	// Provider is a key of statusProviders: "statuspage" (Atlassian
+	// Statuspage, the default) is the only one so far.
+	Provider string `yaml:"provider"`
+	// APIURL replaces the provider's own API address ("" keeps it).
 	APIURL     string `yaml:"api_url"`
 	PageID     string `yaml:"page_id"`
 	APIKeyFile string `yaml:"api_key_file"`
@@ -123,7 +128,7 @@ func DefaultConfig() Config {
 			APIURL:    "https://api.pagerduty.com",
 			EventsURL: "https://events.pagerduty.com",
 		},
-		StatusPage: StatusPageConfig{APIURL: "https://api.statuspage.io/v1"},
+		StatusPage: StatusPageConfig{Provider: "statuspage"},
 	}
 }
 
@@ -176,6 +181,9 @@ func (c Config) Validate() error {
 	}
 	if c.PagerDuty.From != "" && !strings.Contains(c.PagerDuty.From, "@") {
 		return fmt.Errorf("incidents.pagerduty.from: %q is not an e-mail address", c.PagerDuty.From)
+	}
+	if _, ok := statusProviders[c.StatusPage.Provider]; !ok {
+		return fmt.Errorf("incidents.statuspage.provider: %q is not a status page provider; known: %s", c.StatusPage.Provider, strings.Join(sortedNames(statusProviders), ", "))
 	}
 	if c.StatusPage.PageID != "" && c.StatusPage.APIKey == "" && c.StatusPage.APIKeyFile == "" {
 		return errors.New("incidents.statuspage.api_key_file: required with page_id")
@@ -263,7 +271,7 @@ type Service struct {
 }
 
 // New prepares a replica: it reads the secret files, declares the
-// sb_incidents_seen bucket and builds the PagerDuty and Statuspage clients.
+// sb_incidents_seen bucket and builds the PagerDuty and status page clients.
 // Start makes it serve.
 func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
@@ -315,7 +323,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		s.pager = pd.New(cfg.PagerDuty.Token, pd.WithAPIEndpoint(cfg.PagerDuty.APIURL), pd.WithEventsEndpoint(cfg.PagerDuty.EventsURL))
 	}
 	if cfg.StatusPage.PageID != "" {
-		s.status = statuspage.New(cfg.StatusPage.PageID, cfg.StatusPage.APIKey, statuspage.WithBaseURL(cfg.StatusPage.APIURL))
+		s.status = statusProviders[cfg.StatusPage.Provider](cfg.StatusPage)
 	}
 	s.deliveries, _ = d.Meter.Int64Counter("sb.incidents.deliveries", metric.WithDescription("Webhook and hook deliveries by source and outcome."))
 	return s, nil

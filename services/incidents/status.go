@@ -2,6 +2,7 @@ package incidents
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -14,9 +15,13 @@ import (
 )
 
 // StatusPage is what the status commands need from a public status page.
-// *statuspage.Client implements it for Atlassian Statuspage; another
-// provider (Instatus, a self-hosted page) is one package implementing these
-// three methods, and one case in New.
+// *statuspage.Client implements it for Atlassian Statuspage. Another
+// provider (Instatus, a self-hosted page) is a package implementing these
+// three methods with package statuspage's types, and an entry in
+// statusProviders. The commands rely on each method retrying within ctx's
+// deadline what is safe to retry, and on HTTP failures being returned as
+// *statuspage.Error, which statusFailure words for people (README.md, "Another
+// status page provider").
 type StatusPage interface {
 	// Components lists the page's components with their current status.
 	Components(ctx context.Context) ([]statuspage.Component, error)
@@ -28,6 +33,18 @@ type StatusPage interface {
 }
 
 var _ StatusPage = (*statuspage.Client)(nil)
+
+// statusProviders build the client of each status page provider, by the
+// name incidents.statuspage.provider gives. Validate refuses other names.
+var statusProviders = map[string]func(StatusPageConfig) StatusPage{
+	"statuspage": func(c StatusPageConfig) StatusPage {
+		var opts []statuspage.Option
+		if c.APIURL != "" {
+			opts = append(opts, statuspage.WithBaseURL(c.APIURL))
+		}
+		return statuspage.New(c.PageID, c.APIKey, opts...)
+	},
+}
 
 // states are what people type → the provider's status.
 var states = map[string]statuspage.Status{
@@ -80,9 +97,12 @@ func (s *Service) statusCommands() []command.Command {
 
 func words(st statuspage.Status) string { return strings.ReplaceAll(string(st), "_", " ") }
 
-// statusFailure words a status page error for the person.
+// statusFailure words a status page error for the person. A provider's
+// errors are worded by their HTTP status when they are (or wrap) a
+// *statuspage.Error.
 func statusFailure(err error, doing string) error {
-	if e, ok := err.(*statuspage.Error); ok {
+	var e *statuspage.Error
+	if errors.As(err, &e) {
 		switch {
 		case e.Status == 429:
 			return command.UserErrorf("the status page is rate-limiting us (HTTP 429), so I could not %s before the command's deadline. Try again in a minute", doing)

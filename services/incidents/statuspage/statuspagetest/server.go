@@ -1,7 +1,7 @@
 // Package statuspagetest is an in-process Atlassian Statuspage for tests:
 // the REST API v1 calls package statuspage makes (list and update
 // components, create incidents), with OAuth key authentication, its error
-// bodies ({"error": "…"}) and injected 429s.
+// bodies ({"error": "…"}) and injected 429s, 5xx and dropped connections.
 package statuspagetest
 
 import (
@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,21 @@ type Incident struct {
 	Components             map[string]string
 }
 
+// Fault is an injected failure for the next matching calls. Faults hit
+// after authentication, as Statuspage's own rate limit does.
+type Fault struct {
+	// Status to answer (429, 500, 503…); 0 closes the connection without
+	// an answer.
+	Status int
+	// RetryAfter seconds, sent as Retry-After on a 429.
+	RetryAfter int
+	// Match limits the fault to calls whose "METHOD /path" has this prefix
+	// ("" matches all).
+	Match string
+	// Times is how many calls it hits (default 1).
+	Times int
+}
+
 // Server is the fake status page.
 type Server struct {
 	*httptest.Server
@@ -30,7 +46,7 @@ type Server struct {
 	mu         sync.Mutex
 	components []map[string]string // id, name, status
 	incidents  []Incident
-	limited    int
+	faults     []Fault
 	calls      []string
 }
 
@@ -69,13 +85,66 @@ func (s *Server) Incidents() []Incident {
 }
 
 // RateLimit makes the next n calls answer 429 with Retry-After: 0.
-func (s *Server) RateLimit(n int) { s.mu.Lock(); s.limited = n; s.mu.Unlock() }
+func (s *Server) RateLimit(n int) { s.Inject(Fault{Status: http.StatusTooManyRequests, Times: n}) }
+
+// Inject queues a fault.
+func (s *Server) Inject(f Fault) {
+	if f.Times <= 0 {
+		f.Times = 1
+	}
+	s.mu.Lock()
+	s.faults = append(s.faults, f)
+	s.mu.Unlock()
+}
+
+// takeFault returns the first fault matching call and counts it used.
+func (s *Server) takeFault(call string) (Fault, bool) {
+	for k, f := range s.faults {
+		if strings.HasPrefix(call, f.Match) {
+			if s.faults[k].Times--; s.faults[k].Times == 0 {
+				s.faults = slices.Delete(s.faults, k, k+1)
+			}
+			return f, true
+		}
+	}
+	return Fault{}, false
+}
+
+// fail answers a fault: a dropped connection, or an error status.
+func fail(w http.ResponseWriter, f Fault) {
+	if f.Status == 0 {
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				c.Close()
+				return
+			}
+		}
+		f.Status = http.StatusBadGateway
+	}
+	if f.Status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", strconv.Itoa(f.RetryAfter))
+		reply(w, f.Status, map[string]any{"error": "Rate limit exceeded"})
+		return
+	}
+	reply(w, f.Status, map[string]any{"error": http.StatusText(f.Status)})
+}
 
 // Calls lists "METHOD /path" of every call.
 func (s *Server) Calls() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.calls)
+}
+
+// Count counts calls whose "METHOD /path" has prefix.
+func (s *Server) Count(prefix string) int {
+	n := 0
+	for _, c := range s.Calls() {
+		if strings.HasPrefix(c, prefix) {
+			n++
+		}
+	}
+	return n
 }
 
 var statuses = []string{"operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"}
@@ -89,15 +158,14 @@ func reply(w http.ResponseWriter, status int, v any) {
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.calls = append(s.calls, r.Method+" "+r.URL.Path)
+	call := r.Method + " " + r.URL.Path
+	s.calls = append(s.calls, call)
 	if r.Header.Get("Authorization") != "OAuth "+s.Key {
 		reply(w, 401, map[string]any{"error": "Could not authenticate"})
 		return
 	}
-	if s.limited > 0 {
-		s.limited--
-		w.Header().Set("Retry-After", "0")
-		reply(w, 429, map[string]any{"error": "Rate limit exceeded"})
+	if f, ok := s.takeFault(call); ok {
+		fail(w, f)
 		return
 	}
 	prefix := "/pages/" + s.Page + "/"
