@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
 
 	"github.com/switchboard-ops/switchboard/kit/command"
@@ -79,10 +78,9 @@ func (s *Service) applyCmd(ctx context.Context, job *command.Job) error {
 		}
 		return err
 	}
-	var t Tally
-	var lines []string
+	var outs []outcome
 	var firstErr error
-	for _, z := range p.Zones {
+	for i, z := range p.Zones {
 		if len(z.Changes) == 0 {
 			continue
 		}
@@ -91,20 +89,14 @@ func (s *Service) applyCmd(ctx context.Context, job *command.Job) error {
 		if err != nil && interrupted(ctx) {
 			return leftForTakeOver(p, err)
 		}
-		for _, r := range res {
-			if r.Err == nil {
-				t.Applied++
-				continue
-			}
-			t.Failed++
-			lines = append(lines, fmt.Sprintf("✗ %s: %v", changeText(r.Change), r.Err))
-		}
+		outs = append(outs, fromResults(z.Zone, res)...)
 		if err != nil {
 			firstErr = err
-			break // later zones are not attempted
+			outs = append(outs, failedAll(p.Zones[i+1:], errEarlierZoneFailed)...)
+			break
 		}
 	}
-	return s.finishApply(ctx, job, p, rev, t, lines, firstErr, false)
+	return s.finishApply(ctx, job, p, rev, outs, firstErr, false)
 }
 
 // resumeApply finishes a plan this job claimed before its replica stopped.
@@ -120,17 +112,12 @@ func (s *Service) resumeApply(ctx context.Context, job *command.Job, p *Plan, re
 		// The first attempt recorded the outcome and stopped before it
 		// answered: answer from the record (the event id is the plan's, so
 		// publishing it again is dropped as a duplicate).
-		t := Tally{}
-		if p.Tally != nil {
-			t = *p.Tally
-		}
-		return s.answerApply(ctx, job, p, t, []string{"(the outcome was recorded before the take-over)"}, nil, true)
+		return s.answerRecorded(ctx, job, p)
 	default:
 		return fmt.Errorf("plan %s claimed by job %s is %q, not applying", p.ID, job.ID(), p.Status)
 	}
 	job.Progressf(ctx, "resuming plan %s after a take-over: reading the zones again to see what was applied…", p.ID)
-	var t Tally
-	var lines []string
+	var outs []outcome
 	var firstErr error
 	for i, z := range p.Zones {
 		if len(z.Changes) == 0 {
@@ -142,12 +129,7 @@ func (s *Service) resumeApply(ctx context.Context, job *command.Job, p *Plan, re
 				return leftForTakeOver(p, err)
 			}
 			firstErr = providerErr("read zone "+z.Zone, err)
-			for _, rest := range p.Zones[i:] {
-				t.Failed += len(rest.Changes)
-				if len(rest.Changes) > 0 {
-					lines = append(lines, fmt.Sprintf("✗ %s: %s not checked: %v", rest.Zone, plural(len(rest.Changes), "change"), firstErr))
-				}
-			}
+			outs = append(outs, failedAll(p.Zones[i:], fmt.Errorf("not checked: %w", firstErr))...)
 			break
 		}
 		sets := zone.Group(snap.Records)
@@ -156,13 +138,11 @@ func (s *Service) resumeApply(ctx context.Context, job *command.Job, p *Plan, re
 			cur := sets[c.Key()]
 			switch {
 			case zone.SameSet(cur, c.New):
-				t.Already++
-				lines = append(lines, fmt.Sprintf("= %s: already applied before the take-over", changeText(c)))
+				outs = append(outs, outcome{zone: z.Zone, change: c, status: outcomeAlready})
 			case zone.SameSet(cur, c.Old):
 				todo = append(todo, c)
 			default:
-				t.Conflicts++
-				lines = append(lines, fmt.Sprintf("≠ %s: changed by someone else since the plan; left as it is", changeText(c)))
+				outs = append(outs, outcome{zone: z.Zone, change: c, status: outcomeConflict})
 			}
 		}
 		if len(todo) == 0 {
@@ -173,24 +153,14 @@ func (s *Service) resumeApply(ctx context.Context, job *command.Job, p *Plan, re
 		if err != nil && interrupted(ctx) {
 			return leftForTakeOver(p, err)
 		}
-		for _, r := range res {
-			if r.Err == nil {
-				t.Applied++
-				lines = append(lines, fmt.Sprintf("✓ %s: applied", changeText(r.Change)))
-				continue
-			}
-			t.Failed++
-			lines = append(lines, fmt.Sprintf("✗ %s: %v", changeText(r.Change), r.Err))
-		}
+		outs = append(outs, fromResults(z.Zone, res)...)
 		if err != nil {
 			firstErr = err
-			for _, rest := range p.Zones[i+1:] {
-				t.Failed += len(rest.Changes)
-			}
-			break // later zones are not attempted
+			outs = append(outs, failedAll(p.Zones[i+1:], errEarlierZoneFailed)...)
+			break
 		}
 	}
-	return s.finishApply(ctx, job, p, rev, t, lines, firstErr, true)
+	return s.finishApply(ctx, job, p, rev, outs, firstErr, true)
 }
 
 // interrupted reports whether the job was stopped by its replica shutting
@@ -207,9 +177,10 @@ func leftForTakeOver(p *Plan, err error) error {
 // finishApply records the plan's final state, publishes the event and
 // answers. The record and the event are written even when the job context
 // ended, so a cancelled apply still says how far it got.
-func (s *Service) finishApply(ctx context.Context, job *command.Job, p *Plan, rev uint64, t Tally, lines []string, firstErr error, resumed bool) error {
+func (s *Service) finishApply(ctx context.Context, job *command.Job, p *Plan, rev uint64, outs []outcome, firstErr error, resumed bool) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	t := tally(outs, "")
 	p.Status, p.Outcome, p.Tally = StatusApplied, t.String(), &t
 	if firstErr != nil || t.Failed > 0 || t.Conflicts > 0 {
 		p.Status = StatusFailed
@@ -217,13 +188,38 @@ func (s *Service) finishApply(ctx context.Context, job *command.Job, p *Plan, re
 	if _, err := s.plans.update(wctx, p, rev); err != nil {
 		s.log.Error("record plan outcome", "plan", p.ID, "error", err)
 	}
-	return s.answerApply(wctx, job, p, t, lines, firstErr, resumed)
+	return s.answerApply(wctx, job, p, t, outs, "", firstErr, resumed)
+}
+
+// answerRecorded answers for an apply whose outcome the plan recorded
+// before its replica stopped. Only the tally was recorded, so the record
+// lines say what is known: after a successful apply every change is in
+// place.
+func (s *Service) answerRecorded(ctx context.Context, job *command.Job, p *Plan) error {
+	var t Tally
+	if p.Tally != nil {
+		t = *p.Tally
+	}
+	var outs []outcome
+	if p.Status == StatusApplied {
+		for _, z := range p.Zones {
+			for _, c := range z.Changes {
+				outs = append(outs, outcome{zone: z.Zone, change: c, status: outcomeApplied})
+			}
+		}
+	}
+	return s.answerApply(ctx, job, p, t, outs, "(the outcome was recorded before the take-over)", nil, true)
 }
 
 // answerApply publishes sb.event.dns.applied (once per plan: its id is the
-// plan's) and returns the job's answer.
-func (s *Service) answerApply(ctx context.Context, job *command.Job, p *Plan, t Tally, lines []string, firstErr error, resumed bool) error {
-	s.publishApplied(ctx, job, p, t, resumed)
+// plan's) and returns the job's answer: the tally, the totals per zone and
+// the per-record results, after the note if there is one.
+func (s *Service) answerApply(ctx context.Context, job *command.Job, p *Plan, t Tally, outs []outcome, note string, firstErr error, resumed bool) error {
+	lines := recordLines(outs)
+	s.publishApplied(ctx, job, p, t, lines, resumed)
+	if note != "" {
+		lines = append([]string{note}, lines...)
+	}
 	inPlace := t.Applied + t.Already
 	if p.Status != StatusApplied {
 		msg := fmt.Sprintf("plan %s: %d of %s applied, %d failed", p.ID, inPlace, plural(p.Count(), "change"), t.Failed)
@@ -236,14 +232,17 @@ func (s *Service) answerApply(ctx context.Context, job *command.Job, p *Plan, t 
 		if errors.Is(firstErr, zone.ErrConflict) || t.Conflicts > 0 {
 			msg += " — a zone changed while applying; run `dns plan` again"
 		}
-		return command.UserErrorf("%s\n%s", msg, strings.Join(limit(lines, 30), "\n"))
+		if len(outs) > 0 {
+			msg += "\n" + strings.Join(zoneTotals(p, outs), "\n")
+		}
+		return command.UserErrorf("%s\n%s", msg, strings.Join(limit(lines, inlineResultLines), "\n"))
 	}
-	text := fmt.Sprintf("plan %s applied by %s: %s.\n%s", p.ID, who(p.AppliedBy), plural(inPlace, "change"), summary(p))
+	headline := fmt.Sprintf("plan %s applied by %s: %s.", p.ID, who(p.AppliedBy), plural(inPlace, "change"))
 	if resumed {
-		text = fmt.Sprintf("plan %s applied by %s: %s, resumed after a take-over (%d already applied before it, %d applied now).\n%s\n%s",
-			p.ID, who(p.AppliedBy), plural(inPlace, "change"), t.Already, t.Applied, summary(p), strings.Join(limit(lines, 30), "\n"))
+		headline = fmt.Sprintf("plan %s applied by %s: %s, resumed after a take-over (%d already applied before it, %d applied now).",
+			p.ID, who(p.AppliedBy), plural(inPlace, "change"), t.Already, t.Applied)
 	}
-	return job.DoneWith(&chatv1.ChatPost{Text: text})
+	return job.DoneWith(appliedPost(p, headline, outs, lines))
 }
 
 // String is the outcome recorded in the plan.
@@ -257,10 +256,6 @@ func (t Tally) String() string {
 	}
 	parts = append(parts, fmt.Sprintf("%d failed", t.Failed))
 	return strings.Join(parts, ", ")
-}
-
-func changeText(c zone.Change) string {
-	return fmt.Sprintf("%s %s %s", c.Op(), c.Name, c.Type)
 }
 
 // applicable refuses plans that cannot be applied now, with the reason.

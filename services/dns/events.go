@@ -11,10 +11,11 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/emit"
 )
 
-// publishApplied announces an apply on sb.event.dns.applied.
-// Its id is the plan's, so a resumed apply that publishes it again is
-// dropped as a duplicate.
-func (s *Service) publishApplied(ctx context.Context, job *command.Job, p *Plan, t Tally, resumed bool) {
+// publishApplied announces an apply on sb.event.dns.applied, with the
+// per-record results in its text (the first eventResultLines of them; the
+// "records" field counts them all). Its id is the plan's, so a resumed
+// apply that publishes it again is dropped as a duplicate.
+func (s *Service) publishApplied(ctx context.Context, job *command.Job, p *Plan, t Tally, lines []string, resumed bool) {
 	sev := eventv1.Severity_SEVERITY_INFO
 	if t.Failed+t.Conflicts > 0 {
 		sev = eventv1.Severity_SEVERITY_ERROR
@@ -35,10 +36,11 @@ func (s *Service) publishApplied(ctx context.Context, job *command.Job, p *Plan,
 		Id:     "applied-" + p.ID,
 		Source: ServiceName, Type: "applied", Severity: sev,
 		Title: title,
-		Text:  summary(p),
+		Text:  eventText(p, lines),
 		Fields: map[string]string{
 			"plan": p.ID, "zones": strings.Join(zones, ","), "applied": fmt.Sprint(applied), "failed": fmt.Sprint(failed),
 			"already_applied": fmt.Sprint(t.Already), "conflicts": fmt.Sprint(t.Conflicts), "resumed": fmt.Sprint(resumed),
+			"records": fmt.Sprint(len(lines)),
 			"planner": p.Planner.ID, "applier": p.AppliedBy.ID, "inventory_revision": p.InventoryRevision,
 		},
 		CorrelationId: "dns/" + p.ID,

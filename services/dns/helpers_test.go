@@ -42,11 +42,13 @@ type env struct {
 	t     *testing.T
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	knot  *knottest.Server
+	knot  *knottest.Server // nil in a newBusEnv
 	svc   *dns.Service
 	clock *clock
 	invKV jetstream.KeyValue
 	seq   atomic.Int64
+	// dataDir is the data dir the last replica started with.
+	dataDir string
 }
 
 // testRules: A and AAAA per host, a round-robin name per backend, a CNAME
@@ -74,6 +76,15 @@ func testHosts() []*inventoryv1.Host {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	k := knottest.Start(t, knottest.Zone{Name: fwd}, knottest.Zone{Name: rev})
+	e := newBusEnv(t, testHosts())
+	e.knot = k
+	return e
+}
+
+// newBusEnv starts NATS and seeds the inventory with hosts, without Knot:
+// for tests on the zone file provider (zoneFileConfig).
+func newBusEnv(t *testing.T, hosts []*inventoryv1.Host) *env {
+	t.Helper()
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
 	js := natstest.JetStream(t, nc)
@@ -85,8 +96,8 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, nc: nc, js: js, knot: k, clock: &clock{}, invKV: kv}
-	e.publish("rev1", testHosts())
+	e := &env{t: t, nc: nc, js: js, clock: &clock{}, invKV: kv}
+	e.publish("rev1", hosts)
 	return e
 }
 
@@ -110,6 +121,16 @@ func (e *env) config() dns.Config {
 	return cfg
 }
 
+// zoneFileConfig is config() on zone files in a fresh directory.
+func (e *env) zoneFileConfig() dns.Config {
+	cfg := dns.DefaultConfig()
+	cfg.ZoneFile.Dir = e.t.TempDir()
+	cfg.Zones = []string{fwd, rev}
+	cfg.Rules = testRules()
+	cfg.Owner = "test"
+	return cfg
+}
+
 func (e *env) start(cfg dns.Config) *dns.Service {
 	e.t.Helper()
 	return e.startWrapped(cfg, nil)
@@ -119,7 +140,8 @@ func (e *env) start(cfg dns.Config) *dns.Service {
 func (e *env) startWrapped(cfg dns.Config, wrap func(dns.Provider) dns.Provider) *dns.Service {
 	e.t.Helper()
 	ctx := natstest.Context(e.t, 20*time.Second)
-	svc, err := dns.New(ctx, cfg, dns.Deps{NC: e.nc, Now: e.clock.now, DataDir: e.t.TempDir(), Lease: testLease, WrapProvider: wrap})
+	e.dataDir = e.t.TempDir()
+	svc, err := dns.New(ctx, cfg, dns.Deps{NC: e.nc, Now: e.clock.now, DataDir: e.dataDir, Lease: testLease, WrapProvider: wrap})
 	if err != nil {
 		e.t.Fatal(err)
 	}

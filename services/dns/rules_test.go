@@ -26,7 +26,7 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 		{"a placeholder the rule does not have", func(c *Config) { c.Rules = []Rule{{Type: "A", Per: "backend", Name: "{host}.x."}} }, "dns.rules[0].name"},
 		{"a CNAME without a target", func(c *Config) { c.Rules = []Rule{{Type: "CNAME", Name: "{host}.x."}} }, "dns.rules[0].target"},
 		{"a PTR per role", func(c *Config) { c.Rules = []Rule{{Type: "PTR", Per: "role", Target: "{role}.x."}} }, "dns.rules[0].per"},
-		{"rules without zones", func(c *Config) { c.Rules = []Rule{{Type: "A", Name: "{host}.x."}} }, "dns.zones"},
+		{"rules without zones", func(c *Config) { c.Zones, c.Rules = nil, []Rule{{Type: "A", Name: "{host}.x."}} }, "dns.zones"},
 		{"a plan TTL of seconds", func(c *Config) { c.PlanTTL = 5e9 }, "dns.plan_ttl"},
 		{"auto plans with nowhere to post", func(c *Config) { c.AutoPlan = AutoPlanConfig{Enabled: true} }, "dns.auto_plan"},
 	}

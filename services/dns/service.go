@@ -108,16 +108,35 @@ type AutoPlanConfig struct {
 	Channel string `yaml:"channel"`
 }
 
-// DefaultConfig plans against zone files with no rules until some are set.
+// DefaultConfig is the embedded default: zone files in the data dir
+// (<data dir>/dns/zones), with example zones and rules made for the
+// deployer's example inventory (services/deployer/enc/example.go: hosts
+// named in example.com with addresses in 10.0.0.0/8), so that `dns plan`
+// shows a real plan out of the box. Set zones and rules for your own
+// inventory: a rule whose names fall outside the zones refuses every plan,
+// saying which. Automatic plans are posted to the console's ops channel on
+// every inventory change; applying one stays a person's decision.
 func DefaultConfig() Config {
 	return Config{
-		Provider:   "zonefile",
-		RFC2136:    RFC2136Config{TSIGAlgorithm: "hmac-sha256", Timeout: 10 * time.Second, BatchSize: 500},
-		ZoneFile:   ZoneFileConfig{NameServer: "localhost."},
+		Provider: "zonefile",
+		RFC2136:  RFC2136Config{TSIGAlgorithm: "hmac-sha256", Timeout: 10 * time.Second, BatchSize: 500},
+		ZoneFile: ZoneFileConfig{NameServer: "localhost."},
+		Zones:    []string{"example.com.", "10.in-addr.arpa."},
+		Rules: []Rule{
+			// Every host by its own name, and the name back from its address.
+			{Type: "A", Name: "{fqdn}."},
+			{Type: "AAAA", Name: "{fqdn}."},
+			{Type: "PTR", Target: "{fqdn}."},
+			// A round-robin name per role and environment (web.production.example.com.).
+			{Type: "A", Per: "role", Name: "{role}.{env}.example.com."},
+			// A round-robin name per backend of production (www.example.com.):
+			// staging hosts serve the same backends but must not answer for them.
+			{Type: "A", Per: "backend", Name: "{backend}.example.com.", Environments: []string{"production"}, TTL: 60},
+		},
 		DefaultTTL: 300,
 		Owner:      "switchboard",
 		PlanTTL:    time.Hour,
-		AutoPlan:   AutoPlanConfig{Adapter: "console", Channel: "ops"},
+		AutoPlan:   AutoPlanConfig{Enabled: true, Adapter: "console", Channel: "ops"},
 		Timeout:    2 * time.Minute,
 	}
 }

@@ -2,11 +2,15 @@ package dns_test
 
 import (
 	"context"
+	"errors"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
@@ -15,6 +19,7 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/emit"
 	"github.com/switchboard-ops/switchboard/kit/natstest"
 	eventv1 "github.com/switchboard-ops/switchboard/proto/sb/event/v1"
+	"github.com/switchboard-ops/switchboard/services/dns"
 	"github.com/switchboard-ops/switchboard/services/dns/zone"
 )
 
@@ -315,5 +320,34 @@ func TestZoneFileProviderIsTheDefault(t *testing.T) {
 		// forward: web3's A and CNAME and a marker for each, www updated;
 		// reverse: web3's PTR and its marker.
 		t.Fatalf("second plan: %q", plan.GetText())
+	}
+}
+
+func TestPlanRefusesARuleThatMakesANameOutsideTheZonesAndStoresNoPlan(t *testing.T) {
+	e := newBusEnv(t, testHosts())
+	cfg := e.zoneFileConfig()
+	// A typo in a rule: example.tset. is none of the configured zones.
+	cfg.Rules = append(cfg.Rules, dns.Rule{Type: "A", Per: "backend", Name: "{backend}.example.tset."})
+	e.start(cfg)
+
+	mustError(t, e.run("ana", "dns plan", nil, false), "plan with a name outside the zones",
+		"no plan made: the inventory or the rules give records DNS cannot hold:\n"+
+			`• rule 6 (A) gives backend www the name "www.example.tset.", which is outside the configured zones (2.0.192.in-addr.arpa., example.test.)`)
+
+	kv, err := e.js.KeyValue(natstest.Context(t, 5*time.Second), wire.BucketDNSPlans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(natstest.Context(t, 5*time.Second))
+	if !errors.Is(err, jetstream.ErrNoKeysFound) {
+		t.Fatalf("plans stored after a refused plan: %v (%v), want none", keys, err)
+	}
+	list := e.run("ana", "dns plans", nil, false)
+	mustResult(t, list, "dns plans")
+	if !strings.Contains(list.GetText(), "no DNS plans") {
+		t.Fatalf("dns plans after a refused plan: %q", list.GetText())
+	}
+	if files, _ := os.ReadDir(cfg.ZoneFile.Dir); len(files) != 0 {
+		t.Fatalf("a refused plan wrote to the zone directory: %v", files)
 	}
 }

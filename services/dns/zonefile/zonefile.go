@@ -6,6 +6,11 @@
 //
 // The state token is the serial plus a hash of the file, so an edit by hand
 // that forgot to bump the serial is still noticed by an apply.
+//
+// Replicas may share the directory: an apply holds an exclusive flock(2) on
+// the zone's lock file (<dir>/.<zone>zone.lock) from reading the file to
+// renaming the new one into place, so one replica's update cannot be
+// overwritten by another that read the file before it.
 package zonefile
 
 import (
@@ -20,10 +25,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 
 	"github.com/switchboard-ops/switchboard/services/dns/zone"
 )
@@ -34,8 +39,6 @@ type Provider struct {
 	zones map[string]bool
 	now   func() time.Time
 	ns    string
-
-	mu sync.Mutex // one writer at a time in this process
 }
 
 // Option configures a Provider.
@@ -66,6 +69,53 @@ func New(dir string, zones []string, opts ...Option) *Provider {
 // Path is the file of a zone.
 func (p *Provider) Path(name string) string {
 	return filepath.Join(p.dir, strings.TrimSuffix(zone.Canonical(name), ".")+".zone")
+}
+
+// LockPath is the file an apply to the zone locks. It is not the zone file
+// itself because an apply replaces that by a rename: a lock on the old file
+// would not stop a replica that opens the new one.
+func (p *Provider) LockPath(name string) string {
+	return filepath.Join(p.dir, "."+strings.TrimSuffix(zone.Canonical(name), ".")+".zone.lock")
+}
+
+// lockZone takes an exclusive flock on the zone's lock file, waiting for
+// another apply (in this process or another one sharing the directory) to
+// finish, until ctx ends. Each call opens the file anew, and flock locks
+// belong to the open file, so two Providers in one process exclude each
+// other as two processes do. unlock releases the lock.
+func (p *Provider) lockZone(ctx context.Context, name string) (unlock func(), err error) {
+	path := p.LockPath(name)
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("lock zone %s: %w", name, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock zone %s: %w", name, err)
+	}
+	fd := int(f.Fd())
+	// LOCK_NB and a short poll rather than a blocking flock, which no
+	// context can interrupt.
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() {
+				unix.Flock(fd, unix.LOCK_UN)
+				f.Close()
+			}, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock zone %s: flock %s: %w", name, path, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			f.Close()
+			return nil, fmt.Errorf("lock zone %s: another apply holds %s: %w", name, path, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
 }
 
 type parsed struct {
@@ -140,11 +190,11 @@ func (p *Provider) State(ctx context.Context, name string) (string, error) {
 // state and every changed RRset must still be what the change says it was.
 // The new file gets the next serial (YYYYMMDDnn when the zone uses
 // date-based serials, otherwise serial+1) and replaces the old one with a
-// rename, so a server loading it never sees half a file.
-func (p *Provider) Apply(_ context.Context, name, state string, changes []zone.Change) ([]zone.Result, error) {
+// rename, so a server loading it never sees half a file. The zone's lock
+// is held from the read to the rename (see LockPath), so of two applies
+// made against the same state, one fails with zone.ErrConflict.
+func (p *Provider) Apply(ctx context.Context, name, state string, changes []zone.Change) ([]zone.Result, error) {
 	name = zone.Canonical(name)
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	results := make([]zone.Result, len(changes))
 	fail := func(err error) ([]zone.Result, error) {
 		for i, ch := range changes {
@@ -152,6 +202,14 @@ func (p *Provider) Apply(_ context.Context, name, state string, changes []zone.C
 		}
 		return results, err
 	}
+	if !p.zones[name] {
+		return fail(fmt.Errorf("zone file provider: %s: %w", name, zone.ErrUnknownZone))
+	}
+	unlock, err := p.lockZone(ctx, name)
+	if err != nil {
+		return fail(err)
+	}
+	defer unlock()
 	z, err := p.load(name)
 	if err != nil {
 		return fail(err)
@@ -210,9 +268,6 @@ func sameData(have, want []zone.Record) bool { return zone.SameSet(have, want) }
 
 func (p *Provider) write(name string, b []byte) error {
 	path := p.Path(name)
-	if err := os.MkdirAll(p.dir, 0o755); err != nil {
-		return fmt.Errorf("write zone file %s: %w", path, err)
-	}
 	tmp, err := os.CreateTemp(p.dir, ".tmp-*.zone")
 	if err != nil {
 		return fmt.Errorf("write zone file %s: %w", path, err)

@@ -2,11 +2,16 @@ package zonefile_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/switchboard-ops/switchboard/services/dns/knottest"
 	"github.com/switchboard-ops/switchboard/services/dns/providertest"
@@ -96,5 +101,135 @@ func TestAnEditByHandWithoutASerialBumpIsNoticed(t *testing.T) {
 	_, err = p.Apply(ctx, "example.test.", seen.State, []zone.Change{{Name: "a.example.test.", Type: "A", New: []zone.Record{{Name: "a.example.test.", Type: "A", TTL: 300, Data: "192.0.2.1"}}}})
 	if err == nil || !strings.Contains(err.Error(), zone.ErrConflict.Error()) {
 		t.Fatalf("apply after a hand edit: err = %v, want a conflict", err)
+	}
+}
+
+// Two replicas sharing a zone directory are two Providers on one dir. Each
+// round both apply a different change against the same state at once: the
+// zone's file lock must let exactly one through and refuse the other as a
+// conflict, and every change reported applied must be in the zone at the
+// end, with one serial bump per apply — never an update silently lost.
+func TestTwoProvidersOnOneDirectoryNeverLoseAnUpdate(t *testing.T) {
+	dir := t.TempDir()
+	const z = "example.test."
+	replicas := []*zonefile.Provider{zonefile.New(dir, []string{z}), zonefile.New(dir, []string{z})}
+	if err := os.WriteFile(replicas[0].Path(z), []byte(knottest.Default(z)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first, err := replicas[0].Read(ctx, z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 20
+	var applied []zone.Record
+	for round := range rounds {
+		seen, err := replicas[round%2].Read(ctx, z)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := make([]zone.Record, len(replicas))
+		errs := make([]error, len(replicas))
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, p := range replicas {
+			recs[i] = zone.Record{Name: fmt.Sprintf("r%d-replica%d.%s", round, i, z), Type: "A", TTL: 300, Data: fmt.Sprintf("192.0.2.%d", i+1)}
+			wg.Go(func() {
+				<-start
+				_, errs[i] = p.Apply(ctx, z, seen.State, []zone.Change{{Name: recs[i].Name, Type: "A", New: []zone.Record{recs[i]}}})
+			})
+		}
+		close(start)
+		wg.Wait()
+		var won []int
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				won = append(won, i)
+				applied = append(applied, recs[i])
+			case !errors.Is(err, zone.ErrConflict):
+				t.Fatalf("round %d: replica %d: err = %v, want nil or a conflict", round, i, err)
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: %d applies against one state succeeded (errors %v), want exactly 1", round, len(won), errs)
+		}
+	}
+	got, err := replicas[1].Read(ctx, z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := zone.Group(got.Records)
+	for _, r := range applied {
+		if !zone.SameSet(have[r.Key()], []zone.Record{r}) {
+			t.Errorf("%s was reported applied but is not in the zone", r.Name)
+		}
+	}
+	// The zone's serial (1) is not a date, so each apply adds one.
+	if want := first.Serial + rounds; got.Serial != want {
+		t.Fatalf("serial after %d applies = %d, want %d (one bump per apply)", rounds, got.Serial, want)
+	}
+}
+
+// An apply waits while another replica holds the zone's lock, and is
+// refused if that replica changed the zone meanwhile.
+func TestAnApplyWaitsForTheZoneLockAndSeesTheOtherReplicasChange(t *testing.T) {
+	dir := t.TempDir()
+	const z = "example.test."
+	p := zonefile.New(dir, []string{z})
+	path := p.Path(z)
+	if err := os.WriteFile(path, []byte(knottest.Default(z)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	seen, err := p.Read(ctx, z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other replica is in the middle of an apply: it holds the lock.
+	lock, err := os.OpenFile(p.LockPath(z), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	mine := []zone.Change{{Name: "mine." + z, Type: "A", New: []zone.Record{{Name: "mine." + z, Type: "A", TTL: 300, Data: "192.0.2.1"}}}}
+
+	// Meanwhile an apply with a deadline gives up, changing nothing.
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := p.Apply(short, z, seen.State, mine); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("apply while another replica holds the lock: err = %v, want it to wait until its deadline", err)
+	}
+	// One without a deadline waits; the other replica writes its change
+	// and lets go; the waiting apply then sees the zone is not what it read.
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.Apply(ctx, z, seen.State, mine)
+		done <- err
+	}()
+	theirs := knottest.Default(z) + "theirs 300 IN A 192.0.2.2\n"
+	if err := os.WriteFile(path+".new", []byte(theirs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, zone.ErrConflict) {
+		t.Fatalf("apply after the other replica's: err = %v, want a conflict", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != theirs {
+		t.Fatalf("the refused apply changed the zone file:\n%s", b)
 	}
 }
