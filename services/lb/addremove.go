@@ -56,11 +56,11 @@ func (s *Service) setState(ctx context.Context, job *command.Job, op serverOp, d
 	if job.DryRun() {
 		return job.Done(ctx, dryRunText(p))
 	}
-	res, err := s.execute(ctx, job, p)
+	a, err := s.execute(ctx, job, p)
 	if err != nil {
 		return err
 	}
-	text, err := s.answer(job, p, res, done+": "+p.what()+".")
+	text, err := s.answer(job, p, a, done+": "+p.what()+".")
 	if err != nil {
 		return err
 	}

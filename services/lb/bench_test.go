@@ -59,7 +59,7 @@ func BenchmarkDrain50On3(b *testing.B) {
 				if len(v.reachable()) != 3 {
 					b.Fatalf("unreachable: %s", v.unreachableText())
 				}
-				if res := f.apply(ctx, "production", ch); res.failed() {
+				if res := f.apply(ctx, "production", ch, nil); res.failed() {
 					b.Fatalf("apply: %s", res.summary(ch))
 				}
 			}

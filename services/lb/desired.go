@@ -129,23 +129,24 @@ func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uin
 	return v, e.Revision(), nil
 }
 
-// put writes v; with rev > 0 only if the key is still at rev (returns
-// false, nil when it is not).
-func put(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint64) (bool, error) {
+// put writes v; with rev > 0 only if the key is still at rev. It returns
+// the revision written, or 0 when the key was no longer at rev.
+func put(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint64) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return false, fmt.Errorf("encode %s: %w", key, err)
+		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
 	// A write can time out while the bucket's leader is being elected (a
 	// NATS node died, or the bucket was just created): try again within
 	// the caller's deadline. A retried Update that had in fact landed comes
 	// back as a conflict, which callers already handle by reading again.
+	var written uint64
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		if rev == 0 {
-			_, err = kv.Put(actx, key, b)
+			written, err = kv.Put(actx, key, b)
 		} else {
-			_, err = kv.Update(actx, key, b, rev)
+			written, err = kv.Update(actx, key, b, rev)
 		}
 		cancel()
 		if !transient(err) || ctx.Err() != nil || attempt >= 10 {
@@ -156,15 +157,37 @@ func put(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint
 		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
 		}
 	}
+	if conflict(err) {
+		return 0, nil
+	}
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return false, nil
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return false, nil
-		}
-		return false, fmt.Errorf("write %s/%s: %w", wire.BucketLBDesired, key, err)
+		return 0, fmt.Errorf("write %s/%s: %w", wire.BucketLBDesired, key, err)
+	}
+	return written, nil
+}
+
+// conflict reports whether a compare-and-set write found the key at another
+// revision.
+func conflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
+}
+
+// restore puts prev back under key (deletes the key when prev is nil) if
+// the key is still at rev, the revision the caller wrote. It reports
+// whether it did: false means a newer write owns the key now.
+func restore[T any](ctx context.Context, kv jetstream.KeyValue, key string, prev *T, rev uint64) (bool, error) {
+	if prev != nil {
+		written, err := put(ctx, kv, key, prev, rev)
+		return written != 0, err
+	}
+	err := kv.Delete(ctx, key, jetstream.LastRevision(rev))
+	if conflict(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("delete %s/%s: %w", wire.BucketLBDesired, key, err)
 	}
 	return true, nil
 }
@@ -201,9 +224,9 @@ func (s *desiredStore) server(ctx context.Context, env, backend, server string) 
 	return get[desiredServer](ctx, s.kv, serverKey(env, backend, server))
 }
 
-func (s *desiredStore) putServer(ctx context.Context, d *desiredServer) error {
-	_, err := put(ctx, s.kv, d.key(), d, 0)
-	return err
+// putServer writes d and returns the revision written.
+func (s *desiredStore) putServer(ctx context.Context, d *desiredServer) (uint64, error) {
+	return put(ctx, s.kv, d.key(), d, 0)
 }
 
 func (s *desiredStore) servers(ctx context.Context, env string) (map[string]entry[desiredServer], error) {

@@ -19,7 +19,8 @@ var drainSpec = &commandv1.CommandSpec{
 	Usage:   "lb drain <host,host,…> [backend] [--wait] [--timeout 10m] [--force] [--dry-run] [-- reason]",
 	Summary: "Drain servers on every HAProxy instance; with --wait, put them into maint once their sessions end.",
 	Help: "Sets the servers to drain (no new sessions; existing ones continue). With --wait it reports the sessions " +
-		"as they fall and sets maint when none is left, or when --timeout passes (saying so, with the sessions left)." + safetyHelp,
+		"as they fall and sets maint when none is left, or when --timeout passes (saying so, with the sessions left). " +
+		"On an instance that missed the drain it sets nothing (that would cut its sessions): reconciliation sets maint there later, as the answer says." + safetyHelp,
 	Example: "lb drain web3,web4 www --wait -- kernel update",
 	Args: []*commandv1.ArgSpec{
 		{Name: "hosts", Type: commandv1.ArgType_ARG_TYPE_HOST_LIST, Required: true, Help: "inventory hosts, comma-separated"},
@@ -78,25 +79,49 @@ func (s *Service) drain(ctx context.Context, job *command.Job) error {
 		}
 		return job.Done(ctx, text)
 	}
-	res, err := s.execute(ctx, job, p)
+	a, err := s.execute(ctx, job, p)
 	if err != nil {
 		return err
 	}
-	text, err := s.answer(job, p, res, "Draining: "+p.what()+".")
-	if err != nil || !wait {
+	text, err := s.answer(job, p, a, "Draining: "+p.what()+".")
+	if !wait {
 		if err != nil {
 			return err
 		}
 		return job.Done(ctx, text)
 	}
+	// With --wait, a drain that some instances took goes on there: their
+	// sessions still have to end before maint. Only a drain no instance
+	// took ends here.
+	if err != nil {
+		if len(a.res.failedInstances()) == len(a.res) {
+			return err
+		}
+		ok, _ := a.res.accepted(func(int) bool { return true })
+		text += fmt.Sprintf("\nGoing on where the drain holds (%s): maint there once the sessions end.", strings.Join(ok, ", "))
+	}
 	job.Progress(ctx, text)
-	return s.waitDrained(ctx, job, p, timeout)
+	return s.waitDrained(ctx, job, p, a.res, timeout)
 }
 
-// waitDrained polls the sessions of the plan's servers on every reachable
-// instance, says when they change, and sets maint at zero or at the
-// timeout.
-func (s *Service) waitDrained(ctx context.Context, job *command.Job, p *plan, timeout time.Duration) error {
+// waitDrained polls the sessions of the plan's servers on the instances
+// that took the drain, says when they change, and sets maint there at zero
+// or at the timeout. An instance that missed the drain is not changed now:
+// putting it into maint at once would cut its sessions, so it stays pending
+// and reconciliation catches it up, which the answer says.
+func (s *Service) waitDrained(ctx context.Context, job *command.Job, p *plan, drained results, timeout time.Duration) error {
+	took := map[string]bool{}
+	skip := map[string]string{}
+	for _, o := range drained {
+		switch {
+		case !o.failed():
+			took[o.instance] = true
+		case o.err != nil:
+			skip[o.instance] = fmt.Sprintf("it was unreachable when the drain was sent (%v); reconciliation catches it up with maint", o.err)
+		default:
+			skip[o.instance] = "it did not take the drain (see above); reconciliation retries maint there"
+		}
+	}
 	start := time.Now()
 	deadline := start.Add(timeout)
 	tick := time.NewTicker(s.cfg.DrainPoll)
@@ -109,6 +134,16 @@ func (s *Service) waitDrained(ctx context.Context, job *command.Job, p *plan, ti
 		left = map[string]int{}
 		total := 0
 		for _, n := range v.reachable() {
+			if !took[n] {
+				if !drainingAll(v.snaps[n], p.targets) {
+					continue
+				}
+				// Reconciliation caught it up with the drain meanwhile:
+				// wait for its sessions too, and set maint there with
+				// the others.
+				took[n] = true
+				delete(skip, n)
+			}
 			for _, t := range p.targets {
 				if sv, ok := v.snaps[n].Server(t.backend, t.server); ok && sv.Sessions > 0 {
 					left[t.server] += sv.Sessions
@@ -133,11 +168,12 @@ func (s *Service) waitDrained(ctx context.Context, job *command.Job, p *plan, ti
 		case <-tick.C:
 		}
 	}
-	mp := &plan{op: serverOp{verb: "maint", hosts: p.op.hosts, backend: p.op.backend, state: haproxy.StateMaint}, env: p.env, view: p.view, targets: p.targets}
+	mp := &plan{op: serverOp{verb: "maint", hosts: p.op.hosts, backend: p.op.backend, state: haproxy.StateMaint}, env: p.env, view: p.view,
+		targets: p.targets, skip: skip}
 	for _, t := range p.targets {
 		mp.changes = append(mp.changes, haproxy.Change{Kind: haproxy.SetState, Backend: t.backend, Server: t.server, State: haproxy.StateMaint})
 	}
-	res, err := s.execute(ctx, job, mp)
+	a, err := s.execute(ctx, job, mp)
 	if err != nil {
 		return err
 	}
@@ -145,11 +181,21 @@ func (s *Service) waitDrained(ctx context.Context, job *command.Job, p *plan, ti
 	if timedOut {
 		done = fmt.Sprintf("The --timeout of %v passed with sessions still open (%s); put into maint anyway: %s.", timeout, sessionsText(left), mp.what())
 	}
-	text, err := s.answer(job, mp, res, done)
+	text, err := s.answer(job, mp, a, done)
 	if err != nil {
 		return err
 	}
 	return job.Done(ctx, text)
+}
+
+// drainingAll reports whether every target is in drain on one instance.
+func drainingAll(snap *haproxy.Snapshot, targets []target) bool {
+	for _, t := range targets {
+		if sv, ok := snap.Server(t.backend, t.server); !ok || sv.State != haproxy.StateDrain {
+			return false
+		}
+	}
+	return true
 }
 
 func sessionsText(m map[string]int) string {

@@ -11,13 +11,14 @@ import (
 
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
 	"github.com/switchboard-ops/switchboard/kit/natstest"
 	"github.com/switchboard-ops/switchboard/services/lb/haproxytest"
 )
 
 func TestDrainUnderLiveTrafficWithWaitLosesNoRequest(t *testing.T) {
-	ins, web := webFleet(t, 1, 150*time.Millisecond, "web1", "web2", "web3")
+	ins, web := webFleet(t, 1, 50*time.Millisecond, "web1", "web2", "web3")
 	e := newTestEnv(t)
 	e.seed("production", "www", "web1", "web2", "web3")
 	e.start(testConfig(ins...))
@@ -25,13 +26,36 @@ func TestDrainUnderLiveTrafficWithWaitLosesNoRequest(t *testing.T) {
 	tr := haproxytest.StartTraffic(ins[0].URL, 8)
 	defer tr.Stop()
 	natstest.WaitFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		if web["web1"].Active() == 0 {
-			return errFmt("web1 has no request in flight yet")
+		if n := servedTotal(tr); n < 20 {
+			return errFmt("%d requests served so far, want 20 before the drain", n)
 		}
 		return nil
 	})
-	final, all := e.run(req{cmd: "lb drain", args: map[string]string{"hosts": "web1", "backend": "www"},
-		flags: map[string]string{"wait": "true", "timeout": "30s"}, text: "kernel update"}, 40*time.Second)
+	// web1 keeps the requests it gets from now on open until released, so
+	// the drain has sessions to wait for however slow this machine is.
+	web["web1"].Hold()
+	natstest.WaitFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if web["web1"].Holding() == 0 {
+			return errFmt("web1 holds no request yet")
+		}
+		return nil
+	})
+	cr := e.request(req{cmd: "lb drain", args: map[string]string{"hosts": "web1", "backend": "www"},
+		flags: map[string]string{"wait": "true", "timeout": "60s"}, text: "kernel update"})
+	if ack := e.sendOn(e.nc, cr); ack.GetStatus() != commandv1.AckStatus_ACK_STATUS_ACCEPTED {
+		t.Fatalf("drain: ack %v %s", ack.GetStatus(), ack.GetReason())
+	}
+	waiting, _ := natstest.WaitPost(t, e.js, wire.ChatPostSubject("console", "ops"), cr.GetId(), 20*time.Second, 50*time.Millisecond, func(p *chatv1.ChatPost) bool {
+		return strings.HasPrefix(p.GetText(), "Waiting for sessions to end: web1 ")
+	})
+	if waiting.GetKind() != chatv1.Kind_KIND_PROGRESS || strings.HasPrefix(waiting.GetText(), "Waiting for sessions to end: web1 0") {
+		t.Fatalf("progress %v %q, want a progress post counting web1's open sessions", waiting.GetKind(), waiting.GetText())
+	}
+	if st, _ := ins[0].State("www", "web1"); st != "drain" {
+		t.Fatalf("web1 is %s while its sessions are open, want drain", st)
+	}
+	web["web1"].Release()
+	final, all := e.final(cr.GetId(), 40*time.Second)
 	servedAtMaint := web["web1"].Served()
 	for _, p := range all {
 		t.Logf("%v: %s", p.GetKind(), p.GetText())
@@ -348,3 +372,12 @@ func TestBadInputGetsAClearAnswerAndChangesNothing(t *testing.T) {
 }
 
 func errFmt(format string, args ...any) error { return fmtErrorf(format, args...) }
+
+// servedTotal is how many requests the traffic got answered so far.
+func servedTotal(tr *haproxytest.Traffic) int64 {
+	var n int64
+	for _, c := range tr.Served() {
+		n += c
+	}
+	return n
+}

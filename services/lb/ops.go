@@ -40,6 +40,9 @@ type plan struct {
 	targets  []target
 	changes  []haproxy.Change
 	warnings []string
+	// skip are the instances not to change now (name → why); they stay
+	// pending in the desired state and reconciliation catches them up.
+	skip map[string]string
 }
 
 func (p *plan) what() string {
@@ -56,7 +59,13 @@ func (p *plan) what() string {
 	default:
 		to = fmt.Sprintf("weight %d", *p.op.weight)
 	}
-	return fmt.Sprintf("%s → %s on %s (%s)", strings.Join(ts, ", "), to, strings.Join(p.view.names, ", "), p.env)
+	var on []string
+	for _, n := range p.view.names {
+		if _, skipped := p.skip[n]; !skipped {
+			on = append(on, n)
+		}
+	}
+	return fmt.Sprintf("%s → %s on %s (%s)", strings.Join(ts, ", "), to, strings.Join(on, ", "), p.env)
 }
 
 // takesOut reports whether the op takes servers out of service.
@@ -166,21 +175,37 @@ func (s *Service) plan(ctx context.Context, job *command.Job, op serverOp) (*pla
 	return p, nil
 }
 
+// applied is what execute did.
+type applied struct {
+	res results
+	// rolledBack are the servers whose change no instance took and at
+	// least one refused: their desired entry is back to what it was, so
+	// reconciliation does not retry, forever, a change HAProxy rejects.
+	rolledBack []target
+}
+
 // execute saves the desired state, applies the changes on every instance of
-// the environment, settles what was confirmed and publishes the events.
-func (s *Service) execute(ctx context.Context, job *command.Job, p *plan) (results, error) {
+// the environment (but p.skip), settles what was confirmed, rolls back what
+// every instance refused and publishes the events.
+func (s *Service) execute(ctx context.Context, job *command.Job, p *plan) (*applied, error) {
 	by := job.Requester().GetName()
 	if by == "" {
 		by = job.Requester().GetId()
 	}
 	now := time.Now().UTC()
-	for _, t := range p.targets {
-		d, _, err := s.desired.server(ctx, p.env, t.backend, t.server)
+	// What each target's desired entry was, and the revision this command
+	// wrote, to roll back to if HAProxy refuses the change.
+	prev := make([]*desiredServer, len(p.targets))
+	written := make([]uint64, len(p.targets))
+	for i, t := range p.targets {
+		old, _, err := s.desired.server(ctx, p.env, t.backend, t.server)
 		if err != nil {
 			return nil, err
 		}
-		if d == nil {
-			d = &desiredServer{Env: p.env, Backend: t.backend, Server: t.server}
+		d := &desiredServer{Env: p.env, Backend: t.backend, Server: t.server}
+		if old != nil {
+			cp := *old
+			d = &cp
 		}
 		if p.op.state != "" {
 			d.State = p.op.state
@@ -194,26 +219,25 @@ func (s *Service) execute(ctx context.Context, job *command.Job, p *plan) (resul
 		}
 		d.By, d.Command, d.CommandID, d.JobID, d.At = by, job.Request().GetCommand(), job.Request().GetId(), job.ID(), now
 		d.Pending = slices.Clone(p.view.names)
-		if err := s.desired.putServer(ctx, d); err != nil {
+		rev, err := s.desired.putServer(ctx, d)
+		if err != nil {
 			return nil, fmt.Errorf("save desired state of %s: %w", t, err)
 		}
+		prev[i], written[i] = old, rev
 	}
-	res := s.fleet.apply(ctx, p.env, p.changes)
-	for _, t := range p.targets {
-		var ok []string
-		for _, o := range res {
-			if o.err != nil {
-				continue
+	a := &applied{res: s.fleet.apply(ctx, p.env, p.changes, p.skip)}
+	for i, t := range p.targets {
+		ok, refused := a.res.accepted(func(k int) bool { return p.changes[k].Backend == t.backend && p.changes[k].Server == t.server })
+		if len(ok) == 0 && refused {
+			done, err := restore(ctx, s.desired.kv, serverKey(p.env, t.backend, t.server), prev[i], written[i])
+			if err != nil {
+				s.log.Warn("roll back desired state", "server", t.String(), "error", err)
 			}
-			good := true
-			for i, ch := range p.changes {
-				if ch.Backend == t.backend && ch.Server == t.server && o.errs[i] != nil {
-					good = false
-				}
+			if done {
+				a.rolledBack = append(a.rolledBack, t)
 			}
-			if good {
-				ok = append(ok, o.instance)
-			}
+			s.serverEvent(ctx, job, p, t, a.res, by, done)
+			continue
 		}
 		d, rev, err := s.desired.server(ctx, p.env, t.backend, t.server)
 		if err == nil && d != nil {
@@ -222,13 +246,14 @@ func (s *Service) execute(ctx context.Context, job *command.Job, p *plan) (resul
 		if err != nil {
 			s.log.Warn("settle desired state", "server", t.String(), "error", err)
 		}
-		s.serverEvent(ctx, job, p, t, res, by)
+		s.serverEvent(ctx, job, p, t, a.res, by, false)
 	}
-	return res, nil
+	return a, nil
 }
 
-// serverEvent publishes sb.event.lb.server.<state|weight> for one server.
-func (s *Service) serverEvent(ctx context.Context, job *command.Job, p *plan, t target, res results, by string) {
+// serverEvent publishes sb.event.lb.server.<state|weight> for one server;
+// rolledBack says the desired state went back to what it was.
+func (s *Service) serverEvent(ctx context.Context, job *command.Job, p *plan, t target, res results, by string, rolledBack bool) {
 	typ := "server.weight"
 	if p.op.state != "" {
 		typ = "server." + string(p.op.state)
@@ -252,6 +277,9 @@ func (s *Service) serverEvent(ctx context.Context, job *command.Job, p *plan, t 
 	if p.op.weight != nil {
 		fields["weight"] = fmt.Sprint(*p.op.weight)
 	}
+	if rolledBack {
+		fields["rolled_back"] = "true"
+	}
 	e := &eventv1.Event{
 		Id:            fmt.Sprintf("%s-%d-%s-%s-%s", job.ID(), job.Attempt(), typ, wireSafe(t.backend), wireSafe(t.server)),
 		Source:        "lb",
@@ -270,8 +298,10 @@ func (s *Service) serverEvent(ctx context.Context, job *command.Job, p *plan, t 
 
 func wireSafe(s string) string { return strings.NewReplacer(".", "_", "/", "_").Replace(s) }
 
-// answer is the per-instance report; a partial failure is an error.
-func (s *Service) answer(job *command.Job, p *plan, res results, done string) (string, error) {
+// answer is the per-instance report. A change that did not reach every
+// instance is an error saying what happens next; its text is returned too,
+// for a command that goes on (lb drain --wait).
+func (s *Service) answer(job *command.Job, p *plan, a *applied, done string) (string, error) {
 	var b strings.Builder
 	b.WriteString(done)
 	if r := job.Text(); r != "" {
@@ -281,14 +311,28 @@ func (s *Service) answer(job *command.Job, p *plan, res results, done string) (s
 		fmt.Fprintf(&b, "\n⚠ %s", w)
 	}
 	b.WriteString("\n")
-	b.WriteString(res.summary(p.changes))
-	if len(res.failedInstances()) == len(res) {
-		return "", command.UserErrorf("Not applied on any instance: %s\nThe desired state is saved: reconciliation retries every %v and reports in %s/%s.",
-			b.String(), s.cfg.ReconcileInterval, s.cfg.Ops.Adapter, s.cfg.Ops.Channel)
+	b.WriteString(a.res.summary(p.changes))
+	failed := a.res.failedInstances()
+	if len(failed) == 0 {
+		return b.String(), nil
 	}
-	if res.failed() {
-		return "", command.UserErrorf("Partly applied: %s\nThe desired state is saved: reconciliation retries %s every %v and reports in %s/%s.",
-			b.String(), strings.Join(res.failedInstances(), ", "), s.cfg.ReconcileInterval, s.cfg.Ops.Adapter, s.cfg.Ops.Channel)
+	head := "Partly applied"
+	if len(failed) == len(a.res) {
+		head = "Not applied on any instance"
 	}
-	return b.String(), nil
+	var next []string
+	if len(a.rolledBack) > 0 {
+		ts := make([]string, len(a.rolledBack))
+		for i, t := range a.rolledBack {
+			ts[i] = t.String()
+		}
+		next = append(next, fmt.Sprintf("HAProxy refused the change of %s and no instance took it, so its desired state was left as it was: nothing will retry it.",
+			strings.Join(ts, ", ")))
+	}
+	if len(a.rolledBack) < len(p.targets) {
+		next = append(next, fmt.Sprintf("The desired state is saved: reconciliation retries %s every %v and reports in %s/%s.",
+			strings.Join(failed, ", "), s.cfg.ReconcileInterval, s.cfg.Ops.Adapter, s.cfg.Ops.Channel))
+	}
+	msg := fmt.Sprintf("%s: %s\n%s", head, b.String(), strings.Join(next, " "))
+	return msg, command.UserErrorf("%s", msg)
 }

@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -100,12 +101,15 @@ func (s *Service) rateSet(ctx context.Context, job *command.Job) error {
 	if err != nil {
 		return err
 	}
-	cur, _, err := s.desired.limits(ctx, env)
+	prev, _, err := s.desired.limits(ctx, env)
 	if err != nil {
 		return err
 	}
-	if cur == nil {
-		cur = &desiredLimits{Env: env, Limits: map[string]string{}}
+	cur := &desiredLimits{Env: env, Limits: map[string]string{}}
+	if prev != nil {
+		for k, v := range prev.Limits {
+			cur.Limits[k] = v
+		}
 	}
 	var changes []haproxy.Change
 	var diff []string
@@ -133,27 +137,36 @@ func (s *Service) rateSet(ctx context.Context, job *command.Job) error {
 		cur.Limits[k] = v
 	}
 	cur.By, cur.CommandID, cur.At, cur.Pending = by, job.Request().GetId(), time.Now().UTC(), names
-	if _, err := put(ctx, s.desired.kv, limitsKey(env), cur, 0); err != nil {
+	written, err := put(ctx, s.desired.kv, limitsKey(env), cur, 0)
+	if err != nil {
 		return fmt.Errorf("save rate limits of %s: %w", env, err)
 	}
-	if ec.WriteMapFile {
-		if err := writeMapFile(ec.MapFile, cur.Limits); err != nil {
-			return fmt.Errorf("rewrite map file of %s: %w", env, err)
+	res := s.fleet.apply(ctx, env, changes, nil)
+	ok, refused := res.accepted(func(int) bool { return true })
+	// Limits no instance took and one refused go back to what they were,
+	// so reconciliation does not retry them forever; the file keeps what
+	// HAProxy has.
+	rolledBack := false
+	var fileErr error
+	if len(ok) == 0 && refused {
+		if rolledBack, err = restore(ctx, s.desired.kv, limitsKey(env), prev, written); err != nil {
+			s.log.Warn("roll back rate limits", "env", env, "error", err)
 		}
-	}
-	res := s.fleet.apply(ctx, env, changes)
-	var ok []string
-	for _, o := range res {
-		if !o.failed() {
-			ok = append(ok, o.instance)
+	} else {
+		_, rev, err := s.desired.limits(ctx, env)
+		if err == nil {
+			err = settle(ctx, s.desired.kv, limitsKey(env), rev, func(d *desiredLimits) *[]string { return &d.Pending }, ok)
 		}
-	}
-	_, rev, err := s.desired.limits(ctx, env)
-	if err == nil {
-		err = settle(ctx, s.desired.kv, limitsKey(env), rev, func(d *desiredLimits) *[]string { return &d.Pending }, ok)
-	}
-	if err != nil {
-		s.log.Warn("settle rate limits", "env", env, "error", err)
+		if err != nil {
+			s.log.Warn("settle rate limits", "env", env, "error", err)
+		}
+		if ec.WriteMapFile {
+			// HAProxy has the limits live by now, so a failure here is
+			// said in the answer rather than turned into an internal error.
+			if fileErr = writeMapFile(ec.MapFile, cur.Limits); fileErr != nil {
+				s.log.Warn("rewrite map file", "env", env, "file", ec.MapFile, "error", fileErr)
+			}
+		}
 	}
 	s.rateEvent(ctx, job, env, limits, res, by)
 	var b strings.Builder
@@ -162,7 +175,15 @@ func (s *Service) rateSet(ctx context.Context, job *command.Job) error {
 		fmt.Fprintf(&b, "\nReason: %s.", r)
 	}
 	b.WriteString("\n" + res.summary(changes))
-	if res.failed() {
+	if fileErr != nil {
+		fmt.Fprintf(&b, "\n⚠ %s was not rewritten (%v): an HAProxy restart starts without these limits until reconciliation sets them.", ec.MapFile, fileErr)
+	}
+	switch {
+	case rolledBack:
+		return command.UserErrorf("Not applied on any instance: %s\nHAProxy refused the limits and no instance took them, so the desired limits were left as they were: nothing will retry them.", b.String())
+	case len(ok) == 0:
+		return command.UserErrorf("Not applied on any instance: %s\nThe limits are saved: reconciliation retries %s every %v.", b.String(), strings.Join(res.failedInstances(), ", "), s.cfg.ReconcileInterval)
+	case res.failed():
 		return command.UserErrorf("Partly applied: %s\nThe limits are saved: reconciliation retries %s every %v.", b.String(), strings.Join(res.failedInstances(), ", "), s.cfg.ReconcileInterval)
 	}
 	return job.Done(ctx, b.String())
@@ -332,7 +353,11 @@ func (s *Service) rateShow(ctx context.Context, job *command.Job) error {
 	}
 	tw.Flush()
 	for i, in := range ins {
-		if errs[i] != nil {
+		var refused *haproxy.ReplyError
+		switch {
+		case errors.As(errs[i], &refused):
+			fmt.Fprintf(&b, "%s: map not readable: %v\n", in.name, errs[i])
+		case errs[i] != nil:
 			fmt.Fprintf(&b, "%s: not answering: %v\n", in.name, errs[i])
 		}
 	}

@@ -2,6 +2,8 @@ package lb
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -165,7 +167,7 @@ func (s *Service) reconcileEnv(ctx context.Context, env string) error {
 				if it.pending {
 					confirmed = append(confirmed, it)
 				}
-				delete(s.reported, in.name+"/"+key)
+				delete(s.said, in.name+"/"+key)
 				continue
 			}
 			items = append(items, it)
@@ -195,7 +197,7 @@ func (s *Service) reconcileEnv(ctx context.Context, env string) error {
 			case it.pending:
 				confirmed = append(confirmed, it)
 			default:
-				delete(s.reported, in.name+"/"+it.key)
+				delete(s.said, in.name+"/"+it.key)
 			}
 		}
 		sort.Slice(items, func(i, j int) bool { return items[i].key < items[j].key })
@@ -218,6 +220,7 @@ func (s *Service) reconcileEnv(ctx context.Context, env string) error {
 			}
 		}
 		failed := s.applyItems(ctx, in, apply)
+		restore, catchup = s.unsaid(in.name, restore, failed), s.unsaid(in.name, catchup, failed)
 		s.tell(ctx, env, in.name, snap, seen, restore, catchup, drift, failed)
 		if _, err := put(ctx, s.desired.kv, seenKey, &seenInstance{Pid: snap.Info.Pid, UptimeSec: snap.Info.UptimeSec, At: time.Now().UTC()}, 0); err != nil {
 			return err
@@ -277,13 +280,37 @@ func (s *Service) settleItems(ctx context.Context, instance string, items []item
 	}
 }
 
+// unsaid drops the items whose change failed exactly as it was already
+// said: an instance that keeps refusing a change is retried every interval,
+// but told about once per distinct failure.
+func (s *Service) unsaid(instance string, items []item, failed map[string]error) []item {
+	var out []item
+	for _, it := range items {
+		k := instance + "/" + it.key
+		e := failed[it.key]
+		if e == nil {
+			delete(s.said, k)
+			out = append(out, it)
+			continue
+		}
+		said := it.what + " | " + e.Error()
+		if s.said[k] == said {
+			continue
+		}
+		s.said[k] = said
+		out = append(out, it)
+	}
+	return out
+}
+
 // tell posts what reconciliation did or found in the ops conversation and
-// publishes the matching events. Drift in report mode is said once per
-// difference, not every interval.
+// publishes the matching events, with ids derived from what is said, so a
+// second replica or a restart saying the same is stored once. Drift in
+// report mode, and a failure to restore, are said once per difference, not
+// every interval; rounds that change nothing say nothing.
 func (s *Service) tell(ctx context.Context, env, name string, snap *haproxy.Snapshot, seen *seenInstance, restore, catchup, drift []item, failed map[string]error) {
-	lines := func(items []item, withActual bool) (string, []string) {
+	lines := func(items []item, withActual bool) string {
 		var out []string
-		var keys []string
 		for _, it := range items {
 			l := "• " + it.what
 			if withActual {
@@ -293,37 +320,77 @@ func (s *Service) tell(ctx context.Context, env, name string, snap *haproxy.Snap
 				l += fmt.Sprintf(" — FAILED: %v", e)
 			}
 			out = append(out, l)
-			keys = append(keys, it.key)
 		}
-		return strings.Join(out, "\n"), keys
+		return strings.Join(out, "\n")
+	}
+	// split separates the items applied from those that failed.
+	split := func(items []item) (done, bad []item) {
+		for _, it := range items {
+			if failed[it.key] != nil {
+				bad = append(bad, it)
+			} else {
+				done = append(done, it)
+			}
+		}
+		return done, bad
 	}
 	if len(restore) > 0 {
 		why := "first seen by switchboard"
 		if seen != nil {
 			why = fmt.Sprintf("restarted or reloaded: pid %d → %d", seen.Pid, snap.Info.Pid)
 		}
-		text, _ := lines(restore, false)
-		s.notify(ctx, fmt.Sprintf("restore-%s-%d-%d", name, snap.Info.Pid, len(restore)),
-			fmt.Sprintf("HAProxy %s (%s) %s; restored the desired state:\n%s", name, env, why, text))
-		s.event(ctx, env, name, "reconciled", eventv1.Severity_SEVERITY_INFO, fmt.Sprintf("%s (%s) restored after a restart", name, env), text)
+		text := lines(restore, false)
+		id := fmt.Sprintf("restore-%s-%d-%s", name, snap.Info.Pid, digest(text))
+		s.notify(ctx, id, fmt.Sprintf("HAProxy %s (%s) %s; restored the desired state:\n%s", name, env, why, text))
+		done, bad := split(restore)
+		if len(done) > 0 {
+			s.event(ctx, id, env, name, "reconciled", eventv1.Severity_SEVERITY_INFO, fmt.Sprintf("%s (%s) restored after a restart", name, env), lines(done, false))
+		}
+		if len(bad) > 0 {
+			s.event(ctx, id+"-failed", env, name, "reconcile.failed", eventv1.Severity_SEVERITY_WARNING, fmt.Sprintf("%s (%s) refused part of the desired state after a restart", name, env), lines(bad, false))
+		}
 	}
-	if len(catchup) > 0 {
-		text, keys := lines(catchup, false)
-		s.notify(ctx, fmt.Sprintf("catchup-%s-%s", name, strings.Join(keys, ",")),
-			fmt.Sprintf("HAProxy %s (%s) answers again and was caught up:\n%s", name, env, text))
-		s.event(ctx, env, name, "reconciled", eventv1.Severity_SEVERITY_INFO, fmt.Sprintf("%s (%s) caught up", name, env), text)
+	done, bad := split(catchup)
+	if len(done) > 0 {
+		text := lines(done, false)
+		revs := make([]string, len(done))
+		for i, it := range done {
+			revs[i] = fmt.Sprintf("%s@%d", it.key, it.rev)
+		}
+		id := fmt.Sprintf("catchup-%s-%s", name, digest(strings.Join(revs, ",")))
+		s.notify(ctx, id, fmt.Sprintf("HAProxy %s (%s) was caught up with the desired state:\n%s", name, env, text))
+		s.event(ctx, id, env, name, "reconciled", eventv1.Severity_SEVERITY_INFO, fmt.Sprintf("%s (%s) caught up", name, env), text)
+	}
+	if len(bad) > 0 {
+		text := lines(bad, false)
+		// Stable per (instance, server, desired state, failure): the
+		// same refusal seen again by another replica is stored once.
+		id := fmt.Sprintf("failed-%s-%s", name, digest(text))
+		s.notify(ctx, id, fmt.Sprintf("HAProxy %s (%s) did not take the desired state:\n%s\nReconciliation retries every %v and says so again only if the failure changes. "+
+			"Run the lb or ratelimit command for the state you want, or fix the instance.", name, env, text, s.cfg.ReconcileInterval))
+		s.event(ctx, id, env, name, "reconcile.failed", eventv1.Severity_SEVERITY_WARNING, fmt.Sprintf("%s (%s) did not take the desired state", name, env), text)
 	}
 	var fresh []item
 	for _, it := range drift {
 		k := name + "/" + it.key
-		if s.cfg.Drift == DriftReport && s.reported[k] == it.actual {
+		said := it.actual
+		if e := failed[it.key]; e != nil {
+			said += " | " + e.Error()
+		}
+		if s.said[k] == said {
 			continue
 		}
-		s.reported[k] = it.actual
+		// Reverted drift (enforce) is said each time a person makes it;
+		// drift left alone, or a revert that failed, once.
+		if s.cfg.Drift == DriftReport || failed[it.key] != nil {
+			s.said[k] = said
+		} else {
+			delete(s.said, k)
+		}
 		fresh = append(fresh, it)
 	}
 	if len(fresh) > 0 {
-		text, _ := lines(fresh, true)
+		text := lines(fresh, true)
 		msg := fmt.Sprintf("Drift on HAProxy %s (%s): changed by hand, not by switchboard.\n%s\n", name, env, text)
 		if s.cfg.Drift == DriftEnforce {
 			msg += "Restored the desired state (lb.drift: enforce)."
@@ -331,8 +398,14 @@ func (s *Service) tell(ctx context.Context, env, name string, snap *haproxy.Snap
 			msg += "Left as it is (lb.drift: report). Run the lb or ratelimit command for the state you want; it then becomes the desired state."
 		}
 		s.notify(ctx, fmt.Sprintf("drift-%s-%d-%s", name, time.Now().UnixNano(), s.cfg.Drift), msg)
-		s.event(ctx, env, name, "drift", eventv1.Severity_SEVERITY_WARNING, fmt.Sprintf("drift on %s (%s)", name, env), text)
+		s.event(ctx, "", env, name, "drift", eventv1.Severity_SEVERITY_WARNING, fmt.Sprintf("drift on %s (%s)", name, env), text)
 	}
+}
+
+// digest is a short hex hash of s, for ids derived from content.
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:8])
 }
 
 func lastPart(what string) string {
@@ -342,8 +415,10 @@ func lastPart(what string) string {
 	return what
 }
 
-func (s *Service) event(ctx context.Context, env, inst, typ string, sev eventv1.Severity, title, text string) {
-	e := &eventv1.Event{Source: "lb", Type: typ, Severity: sev, Title: title, Text: text,
+// event publishes a reconciliation event; id (when not empty) makes the
+// same event published again stored once.
+func (s *Service) event(ctx context.Context, id, env, inst, typ string, sev eventv1.Severity, title, text string) {
+	e := &eventv1.Event{Id: id, Source: "lb", Type: typ, Severity: sev, Title: title, Text: text,
 		Fields: map[string]string{"env": env, "instance": inst, "by": "lb reconciler " + s.instance}}
 	if _, err := emit.Event(ctx, s.js, e); err != nil {
 		s.log.Warn("publish lb event", "type", typ, "error", err)

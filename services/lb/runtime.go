@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -44,11 +45,14 @@ type outcome struct {
 	// entry per change otherwise.
 	err  error
 	errs []error
+	// skipped says why nothing was sent to this instance (it missed an
+	// earlier step of the command); reconciliation brings it there later.
+	skipped string
 }
 
 // failed reports whether any change failed on this instance.
 func (o outcome) failed() bool {
-	if o.err != nil {
+	if o.err != nil || o.skipped != "" {
 		return true
 	}
 	for _, e := range o.errs {
@@ -61,6 +65,9 @@ func (o outcome) failed() bool {
 
 // summary is one line for the answer: "lb1: done" or the errors.
 func (o outcome) summary(changes []haproxy.Change) string {
+	if o.skipped != "" {
+		return fmt.Sprintf("%s: SKIPPED, %s", o.instance, o.skipped)
+	}
 	if o.err != nil {
 		return fmt.Sprintf("%s: FAILED, %v", o.instance, o.err)
 	}
@@ -99,6 +106,35 @@ func (r results) failedInstances() []string {
 	return out
 }
 
+// accepted lists the instances that took every change selected by which,
+// and reports whether an instance that answered refused one of them.
+func (r results) accepted(which func(change int) bool) (ok []string, refused bool) {
+	for _, o := range r {
+		if o.err != nil || o.skipped != "" {
+			continue
+		}
+		took := true
+		for i, e := range o.errs {
+			if e == nil || !which(i) {
+				continue
+			}
+			took = false
+			refused = refused || isRefusal(e)
+		}
+		if took {
+			ok = append(ok, o.instance)
+		}
+	}
+	return ok, refused
+}
+
+// isRefusal reports whether a change's error says it will not hold: HAProxy
+// answered no (or the change could not even be written as a command). A
+// change whose reply never came may have held, so it is not a refusal.
+func isRefusal(err error) bool {
+	return err != nil && !errors.Is(err, haproxy.ErrNoReply)
+}
+
 func (r results) summary(changes []haproxy.Change) string {
 	lines := make([]string, len(r))
 	for i, o := range r {
@@ -107,12 +143,17 @@ func (r results) summary(changes []haproxy.Change) string {
 	return strings.Join(lines, "\n")
 }
 
-// apply sends changes to every instance of env in parallel.
-func (f *fleet) apply(ctx context.Context, env string, changes []haproxy.Change) results {
+// apply sends changes to every instance of env in parallel, except those
+// in skip (instance name → why), which get an outcome saying so.
+func (f *fleet) apply(ctx context.Context, env string, changes []haproxy.Change, skip map[string]string) results {
 	ins := f.envs[env]
 	out := make(results, len(ins))
 	var wg sync.WaitGroup
 	for i, in := range ins {
+		if why, ok := skip[in.name]; ok {
+			out[i] = outcome{instance: in.name, skipped: why}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

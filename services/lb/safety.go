@@ -44,6 +44,12 @@ func backendServers(v *view, backend string) (all []string, ready map[string]boo
 // leave it without a server in service, or with more than maxOut (a
 // fraction) of its servers out of service. Targets already out change
 // nothing and pass. The error is a sentence for the person.
+//
+// The fraction is of all the backend's servers, counting those already out
+// (drain, maint, weight 0, failing checks), not of the ready servers a
+// command finds: a limit per command on the ready ones would let a series
+// of commands (a person's, then the watcher's) take a backend down to its
+// last server one allowed step at a time. README.md says so to operators.
 func checkSafety(backend string, all []string, ready map[string]bool, targets []string, maxOut float64) error {
 	var taking []string
 	for _, t := range targets {
@@ -67,8 +73,12 @@ func checkSafety(backend string, all []string, ready map[string]bool, targets []
 	out := len(all) - len(left)
 	allowed := int(math.Floor(maxOut*float64(len(all)) + 1e-9))
 	if out > allowed {
-		return fmt.Errorf("taking %s out would leave %d of %d servers of backend %s out of service; the limit is %d (%.0f%%)",
-			strings.Join(taking, ", "), out, len(all), backend, allowed, maxOut*100)
+		already := ""
+		if n := out - len(taking); n > 0 {
+			already = fmt.Sprintf(", counting the %d already out", n)
+		}
+		return fmt.Errorf("taking %s out would leave %d of %d servers of backend %s out of service; the limit is %d (%.0f%%%s)",
+			strings.Join(taking, ", "), out, len(all), backend, allowed, maxOut*100, already)
 	}
 	return nil
 }

@@ -189,8 +189,10 @@ type Service struct {
 	servers []*command.Server
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	// reported remembers the drifts already reported, so each is said once.
-	reported map[string]string
+	// said remembers, per instance/key, the drift or the failure to
+	// restore last said in the ops conversation, so each is said once
+	// rather than every reconcile interval (reconcile loop only).
+	said map[string]string
 }
 
 // New prepares an lb replica: it declares sb_lb_desired and builds the
@@ -258,7 +260,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		inv:      inventory.NewCache(inv),
 		fleet:    f,
 		instance: d.Instance,
-		reported: map[string]string{},
+		said:     map[string]string{},
 	}, nil
 }
 

@@ -20,7 +20,7 @@ var statusSpec = &commandv1.CommandSpec{
 	Summary: "Each server's state, health, sessions and weight across every HAProxy instance.",
 	Help: "One line per server of every backend (or of the backend, or the host, named): its admin state " +
 		"(ready, drain, maint), health, current sessions summed over the instances, weight, and the reason and " +
-		"author of the last change. Where instances disagree, each instance's value is shown. Instances that " +
+		"author of the last change. Where instances disagree, each instance's value is shown and the note says so. Instances that " +
 		"do not answer are listed below the table.",
 	Example: "lb status www",
 	Args:    []*commandv1.ArgSpec{{Name: "target", Type: commandv1.ArgType_ARG_TYPE_STRING, Help: "a backend or a host name"}},
@@ -102,6 +102,7 @@ func statusRows(v *view, desired map[string]entry[desiredServer], target string)
 	var rows [][]string
 	for _, k := range keys {
 		byInst := per[k]
+		differ := false
 		col := func(f func(haproxy.Server) string) string {
 			vals := map[string]bool{}
 			var parts []string
@@ -117,6 +118,7 @@ func statusRows(v *view, desired map[string]entry[desiredServer], target string)
 					return val
 				}
 			}
+			differ = true
 			return strings.Join(parts, " ")
 		}
 		sessions := 0
@@ -137,18 +139,20 @@ func statusRows(v *view, desired map[string]entry[desiredServer], target string)
 				note += fmt.Sprintf(" (pending on %s)", strings.Join(d.Pending, ", "))
 			}
 		}
-		rows = append(rows, []string{k.backend, k.server,
-			col(func(s haproxy.Server) string { return string(s.State) }),
-			col(func(s haproxy.Server) string {
-				if s.CheckStatus != "" && s.Operational != 2 {
-					return s.Health() + " " + s.CheckStatus
-				}
-				return s.Health()
-			}),
-			fmt.Sprint(sessions),
-			col(func(s haproxy.Server) string { return fmt.Sprint(s.Weight) }),
-			note,
+		state := col(func(s haproxy.Server) string { return string(s.State) })
+		health := col(func(s haproxy.Server) string {
+			if s.CheckStatus != "" && s.Operational != 2 {
+				return s.Health() + " " + s.CheckStatus
+			}
+			return s.Health()
 		})
+		weight := col(func(s haproxy.Server) string { return fmt.Sprint(s.Weight) })
+		if differ {
+			// Said in words too: a per-instance value is easy to miss
+			// in a long table, and it is what someone must look at.
+			note = strings.TrimSuffix("≠ instances disagree; "+note, "; ")
+		}
+		rows = append(rows, []string{k.backend, k.server, state, health, fmt.Sprint(sessions), weight, note})
 	}
 	return rows
 }

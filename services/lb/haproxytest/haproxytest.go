@@ -60,6 +60,40 @@ type HTTPServer struct {
 	served atomic.Int64
 	active atomic.Int64
 	srv    *http.Server
+
+	mu      sync.Mutex
+	held    chan struct{} // closed by Release; nil when not holding
+	holding atomic.Int64
+}
+
+// Hold makes the server keep every request that arrives from now on open
+// (health checks excepted) until Release: sessions that end only when the
+// test says so, where a delay would race with a slow machine.
+func (h *HTTPServer) Hold() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held == nil {
+		h.held = make(chan struct{})
+	}
+}
+
+// Release answers the requests Hold kept open, and the later ones at once.
+func (h *HTTPServer) Release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held != nil {
+		close(h.held)
+		h.held = nil
+	}
+}
+
+// Holding is the number of requests Hold keeps open now.
+func (h *HTTPServer) Holding() int64 { return h.holding.Load() }
+
+func (h *HTTPServer) gate() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held
 }
 
 // Served is the number of requests answered so far.
@@ -84,6 +118,14 @@ func StartHTTP(t testing.TB, delay time.Duration, names ...string) map[string]*H
 			if r.URL.Path != "/health" && h.Delay > 0 {
 				time.Sleep(h.Delay)
 			}
+			if g := h.gate(); g != nil && r.URL.Path != "/health" {
+				h.holding.Add(1)
+				select {
+				case <-g:
+				case <-r.Context().Done():
+				}
+				h.holding.Add(-1)
+			}
 			if r.URL.Path != "/health" {
 				h.served.Add(1)
 			}
@@ -91,6 +133,9 @@ func StartHTTP(t testing.TB, delay time.Duration, names ...string) map[string]*H
 		})}
 		go h.srv.Serve(ln)
 		t.Cleanup(func() { h.srv.Close() })
+		// Runs before Close (cleanups are last in, first out), so held
+		// requests end with an answer.
+		t.Cleanup(h.Release)
 		out[name] = h
 	}
 	return out
