@@ -180,6 +180,13 @@ func (s *Service) deploy(ctx context.Context, job *command.Job) error {
 		}
 	} else {
 		r.Attempt = job.Attempt()
+		if r.State != "running" {
+			// The replica that ran it recorded how it ended and stopped
+			// before answering: give that answer, and run no batch again.
+			job.Progressf(ctx, "The rollout had ended (%s, after batch %d of %d) before the replica running it stopped; nothing is run again.",
+				r.State, r.BatchesDone, r.batches())
+			return s.endedRollout(ctx, job, r)
+		}
 		job.Progressf(ctx, "Resuming %s %s@%s %s at batch %d of %d (batches 1–%d finished before and are not run again).",
 			r.Service, r.Role, r.Environment, r.Version, r.BatchesDone+1, r.batches(), r.BatchesDone)
 	}
@@ -257,7 +264,7 @@ func (s *Service) startRollout(ctx context.Context, job *command.Job) (*rollout,
 	if len(r.Hosts) == 0 {
 		r.State = "succeeded"
 		s.saveRollout(ctx, r)
-		return nil, job.Done(ctx, fmt.Sprintf("Pinned; %s@%s has no active hosts, so no Puppet runs.", role, env))
+		return nil, job.Done(ctx, r.succeededText())
 	}
 	if err := s.saveRolloutHosts(ctx, r); err != nil {
 		return nil, err
@@ -336,7 +343,7 @@ func (s *Service) runBatches(ctx context.Context, job *command.Job, r *rollout) 
 			if errors.Is(context.Cause(ctx), command.ErrCancelled) {
 				r.State = "cancelled"
 				s.saveRollout(pctx, r)
-				job.Progressf(pctx, "Stopped on request after batch %d of %d (%d ok, %d failed); the pin stays at %s.", b, n, r.OK, len(r.Failed), r.Version)
+				job.Progress(pctx, r.cancelledText())
 			}
 			return context.Cause(ctx)
 		}
@@ -373,15 +380,51 @@ func (s *Service) runBatches(ctx context.Context, job *command.Job, r *rollout) 
 		}
 		job.Progress(pctx, msg)
 		if stop {
-			return command.UserErrorf("Stopped after batch %d of %d: %d host(s) failed, more than --max-failures=%d (%s). %d host(s) ok; %d not run. The pin stays at %s; fix the hosts and deploy again.",
-				b+1, n, len(r.Failed), r.MaxFailures, failList(r.Failed), r.OK, len(r.Hosts)-r.OK-len(r.Failed), r.Version)
+			return command.UserError(errors.New(r.failedText()))
 		}
 	}
-	text := fmt.Sprintf("Deployed %s %s to %s@%s: %d host(s) ok in %d batch(es)", r.Service, r.Version, r.Role, r.Environment, r.OK, n)
+	return job.Done(pctx, r.succeededText())
+}
+
+// endedRollout answers for a rollout whose end was recorded by a replica
+// that stopped before it could answer.
+func (s *Service) endedRollout(ctx context.Context, job *command.Job, r *rollout) error {
+	switch r.State {
+	case "succeeded":
+		return job.Done(ctx, r.succeededText())
+	case "failed":
+		return command.UserError(errors.New(r.failedText()))
+	case "cancelled":
+		// A take-over of a job whose cancel was asked ends it as cancelled
+		// without running it; a handler cannot end a job as cancelled, so
+		// should the record say so anyway, it is answered as a failure.
+		return command.UserError(errors.New(r.cancelledText()))
+	}
+	return fmt.Errorf("rollout %s: unknown state %q", r.Job, r.State)
+}
+
+// succeededText is the answer of a rollout that ran every batch.
+func (r *rollout) succeededText() string {
+	if len(r.Hosts) == 0 {
+		return fmt.Sprintf("Pinned; %s@%s has no active hosts, so no Puppet runs.", r.Role, r.Environment)
+	}
+	text := fmt.Sprintf("Deployed %s %s to %s@%s: %d host(s) ok in %d batch(es)", r.Service, r.Version, r.Role, r.Environment, r.OK, r.batches())
 	if len(r.Failed) > 0 {
 		text += fmt.Sprintf(", %d failed within --max-failures=%d (%s)", len(r.Failed), r.MaxFailures, failList(r.Failed))
 	}
-	return job.Done(pctx, text+".")
+	return text + "."
+}
+
+// failedText is the answer of a rollout stopped by the failure limit after
+// its last recorded batch.
+func (r *rollout) failedText() string {
+	return fmt.Sprintf("Stopped after batch %d of %d: %d host(s) failed, more than --max-failures=%d (%s). %d host(s) ok; %d not run. The pin stays at %s; fix the hosts and deploy again.",
+		r.BatchesDone, r.batches(), len(r.Failed), r.MaxFailures, failList(r.Failed), r.OK, len(r.Hosts)-r.OK-len(r.Failed), r.Version)
+}
+
+// cancelledText says where a rollout stopped on request.
+func (r *rollout) cancelledText() string {
+	return fmt.Sprintf("Stopped on request after batch %d of %d (%d ok, %d failed); the pin stays at %s.", r.BatchesDone, r.batches(), r.OK, len(r.Failed), r.Version)
 }
 
 func failList(fs []rFail) string {

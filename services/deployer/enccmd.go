@@ -104,7 +104,7 @@ func (s *Service) encGet(ctx context.Context, job *command.Job) error {
 	if err != nil {
 		return err
 	}
-	answer, err := inv.Classify(what)
+	answer, err := inv.ClassifyHost(h)
 	if err != nil {
 		answer = []byte(err.Error() + "\n")
 	}

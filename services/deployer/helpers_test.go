@@ -130,6 +130,15 @@ func (e *env) start(cfg Config) *Service {
 	return s
 }
 
+// kill stops a replica the way a crash does: its connection closes first,
+// so it neither releases its lease nor records or posts anything more; then
+// its goroutines are reaped (what they still try to write fails).
+func (e *env) kill(s *Service) {
+	e.t.Helper()
+	s.deps.NC.Close()
+	s.Stop(context.Background())
+}
+
 // startChat runs the real chat service (console off) with rbac: the
 // deployer's lb drain goes through its ingress, as a person's would.
 func (e *env) startChat(rbac chat.RBACConfig) *chat.Service {

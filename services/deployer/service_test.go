@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
+	"github.com/switchboard-ops/switchboard/kit/config"
 	"github.com/switchboard-ops/switchboard/kit/natstest"
 	"github.com/switchboard-ops/switchboard/services/deployer/enc"
 )
@@ -42,6 +44,55 @@ func TestTheEmbeddedDefaultCreatesALocalENCAndPublishesIt(t *testing.T) {
 	out, err := enc.Classify(enc.DirSource(co), "web-0001.example.com")
 	if err != nil || !strings.Contains(string(out), "environment: production") || !strings.Contains(string(out), "frontend_version: 1.0.0") {
 		t.Fatalf("classify: %v\n%s", err, out)
+	}
+}
+
+func TestTheREADMEConfigurationExampleLoadsAndSetsEveryKey(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	_, block, ok2 := strings.Cut(section, "```yaml\n")
+	block, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README.md has no yaml block under ## Configuration")
+	}
+	path := filepath.Join(t.TempDir(), "switchboard.yaml")
+	if err := os.WriteFile(path, []byte(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Loaded strictly, as cmd/switchboard loads its file: a key the
+	// Config does not have is an error.
+	got := struct {
+		Deployer Config `yaml:"deployer"`
+	}{Deployer: DefaultConfig()}
+	if err := config.Load(path, nil, &got); err != nil {
+		t.Fatalf("the README's example: %v", err)
+	}
+	if err := got.Deployer.Validate(); err != nil {
+		t.Fatalf("the README's example: %v", err)
+	}
+	// Every key of the Config is in the example, at its depth.
+	var missing []string
+	var walk func(v reflect.Value, path string)
+	walk = func(v reflect.Value, path string) {
+		for i := 0; i < v.NumField(); i++ {
+			f := v.Type().Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			fv := v.Field(i)
+			if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Duration(0)) {
+				walk(fv, path+name+".")
+				continue
+			}
+			if !strings.Contains(block, "\n"+strings.Repeat(" ", 2*(strings.Count(path, ".")+1))+name+":") {
+				missing = append(missing, path+name)
+			}
+		}
+	}
+	walk(reflect.ValueOf(got.Deployer), "")
+	if len(missing) > 0 {
+		t.Fatalf("the README's example lacks %v", missing)
 	}
 }
 

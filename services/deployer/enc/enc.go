@@ -15,7 +15,6 @@
 package enc
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -68,23 +67,28 @@ type Host struct {
 	IPv6        string
 	Backends    []string
 	Classes     []string
-	Parameters  map[string]string
+	// ClassParams are the parameters of the classes given any (classes
+	// written as a mapping of class → parameters).
+	ClassParams map[string]Params
+	Parameters  Params
 }
 
 // Role is a role of an environment.
 type Role struct {
-	Backends   []string
-	Classes    []string
-	Parameters map[string]string
+	Backends    []string
+	Classes     []string
+	ClassParams map[string]Params
+	Parameters  Params
 }
 
 // Environment is one environment file.
 type Environment struct {
-	Name       string
-	Backends   []string
-	Classes    []string
-	Parameters map[string]string
-	Roles      map[string]*Role
+	Name        string
+	Backends    []string
+	Classes     []string
+	ClassParams map[string]Params
+	Parameters  Params
+	Roles       map[string]*Role
 	// Pins: service → role → version. An empty version declares that the
 	// service runs on the role without pinning it yet.
 	Pins map[string]map[string]string
@@ -266,7 +270,7 @@ func (l *Loader) Load(src Source) (*Inventory, Problems, error) {
 }
 
 // Validate checks what no single file can: environments, roles and
-// backends that hosts name exist, and no IP address is used twice.
+// backends that hosts name exist, and no IP address or fqdn is used twice.
 func (inv *Inventory) Validate() Problems {
 	var probs Problems
 	for _, name := range sortedKeys(inv.Envs) {
@@ -286,12 +290,20 @@ func (inv *Inventory) Validate() Problems {
 			}
 		}
 	}
-	ips := map[string]string{}
+	ips, fqdns := map[string]string{}, map[string]string{}
 	for _, name := range sortedKeys(inv.Hosts) {
 		h := inv.Hosts[name]
 		file := HostPath(name)
 		if h.State == StateDecommissioned {
 			continue
+		}
+		// Puppet asks the ENC by fqdn: two hosts with one would make the
+		// answer a guess.
+		if f := strings.ToLower(strings.TrimSuffix(h.FQDN, ".")); f != "" {
+			if other, ok := fqdns[f]; ok {
+				probs = append(probs, Problem{File: file, Msg: fmt.Sprintf("fqdn %s is also %s's", h.FQDN, other)})
+			}
+			fqdns[f] = name
 		}
 		for _, ip := range []string{h.IPv4, h.IPv6} {
 			if ip == "" {
@@ -377,9 +389,9 @@ func ParseHost(name string, data []byte) (*Host, Problems) {
 		case "backends":
 			h.Backends = strList(v, bad)
 		case "classes":
-			h.Classes = strList(v, bad)
+			h.Classes, h.ClassParams = classList(v, bad)
 		case "parameters":
-			h.Parameters = strMap(v, bad)
+			h.Parameters = params(v, bad)
 		default:
 			bad(k.Line, "unknown key %q (known: environment, role, state, fqdn, ipv4, ipv6, backends, classes, parameters)", k.Value)
 		}
@@ -423,9 +435,9 @@ func ParseEnvironment(name string, data []byte) (*Environment, Problems) {
 		case "backends":
 			env.Backends = strList(v, bad)
 		case "classes":
-			env.Classes = strList(v, bad)
+			env.Classes, env.ClassParams = classList(v, bad)
 		case "parameters":
-			env.Parameters = strMap(v, bad)
+			env.Parameters = params(v, bad)
 		case "roles":
 			if v.Kind != yaml.MappingNode {
 				bad(v.Line, "roles must be a mapping of role name to its backends, classes and parameters")
@@ -444,9 +456,9 @@ func ParseEnvironment(name string, data []byte) (*Environment, Problems) {
 						case "backends":
 							role.Backends = strList(fv, bad)
 						case "classes":
-							role.Classes = strList(fv, bad)
+							role.Classes, role.ClassParams = classList(fv, bad)
 						case "parameters":
-							role.Parameters = strMap(fv, bad)
+							role.Parameters = params(fv, bad)
 						default:
 							bad(fk.Line, "unknown key %q in role %s (known: backends, classes, parameters)", fk.Value, rk.Value)
 						}
@@ -523,30 +535,6 @@ func strList(v *yaml.Node, bad func(int, string, ...any)) []string {
 	return out
 }
 
-func strMap(v *yaml.Node, bad func(int, string, ...any)) map[string]string {
-	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
-		return nil
-	}
-	if v.Kind != yaml.MappingNode {
-		bad(v.Line, "expected a mapping")
-		return nil
-	}
-	out := map[string]string{}
-	for i := 0; i+1 < len(v.Content); i += 2 {
-		val := v.Content[i+1]
-		if val.Kind == yaml.ScalarNode {
-			out[v.Content[i].Value] = val.Value
-			continue
-		}
-		// A structured parameter is kept as its YAML, in flow style.
-		c := *val
-		c.Style = yaml.FlowStyle
-		b, _ := yaml.Marshal(&c)
-		out[v.Content[i].Value] = strings.TrimSpace(string(b))
-	}
-	return out
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -556,137 +544,20 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// Effective classes of a host: environment's, role's, host's, in that
-// order, without repeats.
-func (inv *Inventory) classes(h *Host) []string {
-	var out []string
-	add := func(cs []string) {
-		for _, c := range cs {
-			if !slices.Contains(out, c) {
-				out = append(out, c)
-			}
-		}
-	}
-	if env := inv.Envs[h.Environment]; env != nil && h.State == StateActive {
-		add(env.Classes)
-		if r := env.Roles[h.Role]; r != nil {
-			add(r.Classes)
-		}
-	}
-	add(h.Classes)
-	return out
-}
-
-// Parameters of a host: environment's, then role's, then host's, later
-// ones winning; then "role", "environment" and "<service>_version" for each
-// version pinned on the host's role.
-func (inv *Inventory) parameters(h *Host) map[string]string {
-	out := map[string]string{}
-	env := inv.Envs[h.Environment]
-	if env != nil && h.State == StateActive {
-		for k, v := range env.Parameters {
-			out[k] = v
-		}
-		if r := env.Roles[h.Role]; r != nil {
-			for k, v := range r.Parameters {
-				out[k] = v
-			}
-		}
-	}
-	for k, v := range h.Parameters {
-		out[k] = v
-	}
-	if h.State == StateActive {
-		out["role"] = h.Role
-		out["environment"] = h.Environment
-		if env != nil {
-			for svc, roles := range env.Pins {
-				if v := roles[h.Role]; v != "" {
-					out[svc+"_version"] = v
-				}
-			}
-		}
-	}
-	return out
-}
-
-// ClassifyResult is the answer Puppet expects from an ENC.
-type ClassifyResult struct {
-	Classes     []string          `yaml:"classes"`
-	Parameters  map[string]string `yaml:"parameters"`
-	Environment string            `yaml:"environment,omitempty"`
-}
-
-// ErrUnknownHost means the ENC has no file for the host.
-var ErrUnknownHost = errors.New("unknown host")
-
-// Classify returns the ENC answer for a host as YAML.
-func (inv *Inventory) Classify(name string) ([]byte, error) {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	h := inv.Hosts[name]
-	if h == nil {
-		// Puppet asks with the certname, usually the FQDN.
-		short, _, _ := strings.Cut(name, ".")
-		if h = inv.Hosts[short]; h == nil {
-			for _, c := range inv.Hosts {
-				if c.FQDN == name {
-					h = c
-					break
-				}
-			}
-		}
-	}
-	if h == nil {
-		return nil, fmt.Errorf("%s: %w", name, ErrUnknownHost)
-	}
-	if h.State == StateDecommissioned {
-		return nil, fmt.Errorf("%s is decommissioned", h.Name)
-	}
-	res := ClassifyResult{Classes: inv.classes(h), Parameters: inv.parameters(h)}
-	if h.State == StateActive {
-		res.Environment = h.Environment
-	}
-	if res.Classes == nil {
-		res.Classes = []string{}
-	}
-	var buf bytes.Buffer
-	buf.WriteString("---\n")
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(res); err != nil {
-		return nil, fmt.Errorf("classify %s: %w", h.Name, err)
-	}
-	enc.Close()
-	return buf.Bytes(), nil
-}
-
-// Classify reads the ENC from src (a checkout: DirSource) and returns the
-// answer for host, as Puppet's external_nodes script must print it. It
-// refuses an ENC with problems rather than classify from a broken one.
-func Classify(src Source, host string) ([]byte, error) {
-	inv, probs, err := NewLoader().Load(src)
-	if err != nil {
-		return nil, err
-	}
-	if len(probs) > 0 {
-		return nil, fmt.Errorf("the ENC has problems:\n%w", probs)
-	}
-	return inv.Classify(host)
-}
-
 // Proto returns the hosts as published to the inventory bucket, sorted,
 // with their effective classes and parameters.
 func (inv *Inventory) Proto() []*inventoryv1.Host {
 	out := make([]*inventoryv1.Host, 0, len(inv.Hosts))
 	for _, name := range sortedKeys(inv.Hosts) {
 		h := inv.Hosts[name]
+		c := inv.classification(h)
 		st := map[string]inventoryv1.HostState{
 			StateActive: inventoryv1.HostState_HOST_STATE_ACTIVE, StateSpare: inventoryv1.HostState_HOST_STATE_SPARE,
 			StateDecommissioned: inventoryv1.HostState_HOST_STATE_DECOMMISSIONED,
 		}[h.State]
 		out = append(out, &inventoryv1.Host{
 			Name: h.Name, Fqdn: h.FQDN, Environment: h.Environment, Role: h.Role, Ipv4: h.IPv4, Ipv6: h.IPv6,
-			Backends: slices.Clone(h.Backends), Classes: inv.classes(h), Parameters: inv.parameters(h), State: st,
+			Backends: slices.Clone(h.Backends), Classes: c.Classes, Parameters: c.Parameters.Texts(), State: st,
 		})
 	}
 	return out

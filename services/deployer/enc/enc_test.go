@@ -1,9 +1,12 @@
 package enc_test
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 
 	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
@@ -139,6 +142,194 @@ func TestPinsAndProto(t *testing.T) {
 		}
 		if h.GetName() == "web-0001" && (h.GetParameters()["frontend_version"] != "1.1.0" || h.GetState() != inventoryv1.HostState_HOST_STATE_ACTIVE) {
 			t.Fatalf("web-0001: %v", h)
+		}
+	}
+}
+
+func TestClassifyFindsTheHostPuppetMeansAndRefusesToGuess(t *testing.T) {
+	files := enc.Example()
+	files[enc.HostPath("web1")] = []byte("environment: production\nrole: web\nfqdn: web1.prod.example.com\nipv4: 10.0.1.11\n")
+	files[enc.HostPath("web1-stg")] = []byte("environment: staging\nrole: web\nfqdn: web1.staging.example.com\nipv4: 10.1.1.11\n")
+	files[enc.HostPath("db3")] = []byte("environment: production\nrole: api\nipv4: 10.0.2.3\n")
+	files[enc.HostPath("app-a")] = []byte("environment: production\nrole: api\nfqdn: app.prod.example.com\nipv4: 10.0.2.4\n")
+	files[enc.HostPath("app-b")] = []byte("environment: staging\nrole: web\nfqdn: app.staging.example.com\nipv4: 10.1.1.4\n")
+	inv, probs := load(t, files)
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	for _, tc := range []struct {
+		name, certname, host, env string
+		err                       error
+		says                      string
+	}{
+		{"the exact fqdn wins over a host named like its first label", "web1.staging.example.com", "web1-stg", "staging", nil, ""},
+		{"the other fqdn gets the other host", "WEB1.prod.example.com.", "web1", "production", nil, ""},
+		{"a host name is a host name", "web1", "web1", "production", nil, ""},
+		{"a dotted name falls back to a host without an fqdn", "db3.example.com", "db3", "production", nil, ""},
+		{"a dotted name is not a host whose fqdn says otherwise", "web1.dev.example.com", "", "", enc.ErrUnknownHost, "host web1 is web1.prod.example.com"},
+		{"a short name of one fqdn is that host", "stg-web-0001", "stg-web-0001", "staging", nil, ""},
+		{"a short name of several fqdns is refused", "app", "", "", enc.ErrAmbiguousHost, "app-a (app.prod.example.com), app-b (app.staging.example.com)"},
+		{"an unknown name is unknown", "nope", "", "", enc.ErrUnknownHost, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := inv.Lookup(tc.certname)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) || !strings.Contains(fmt.Sprint(err), tc.says) {
+					t.Fatalf("Lookup(%s) = %v, %v; want %v saying %q", tc.certname, h, err, tc.err, tc.says)
+				}
+				if _, cerr := inv.Classify(tc.certname); !errors.Is(cerr, tc.err) {
+					t.Fatalf("Classify(%s) error %v, want %v", tc.certname, cerr, tc.err)
+				}
+				return
+			}
+			if err != nil || h.Name != tc.host {
+				t.Fatalf("Lookup(%s) = %v, %v; want %s", tc.certname, h, err, tc.host)
+			}
+			out, err := inv.Classify(tc.certname)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got struct {
+				Environment string `yaml:"environment"`
+			}
+			if err := yaml.Unmarshal(out, &got); err != nil || got.Environment != tc.env {
+				t.Fatalf("Classify(%s): environment %q (%v), want %s:\n%s", tc.certname, got.Environment, err, tc.env, out)
+			}
+		})
+	}
+
+	files[enc.HostPath("web1-new")] = []byte("environment: production\nrole: web\nfqdn: web1.prod.example.com\nipv4: 10.0.1.12\n")
+	if _, probs := load(t, files); !strings.Contains(probs.Error(), "hosts/web1-new.yaml: fqdn web1.prod.example.com is also web1's") {
+		t.Fatalf("two hosts with one fqdn are not a problem: %v", probs)
+	}
+}
+
+func TestClassifyGivesPuppetParametersWithTheirYAMLTypes(t *testing.T) {
+	files := enc.Example()
+	files[enc.EnvPath("production")] = []byte(`backends: [www, api]
+classes: [base]
+parameters:
+  ntp_server: ntp.example.com
+  workers: 4
+roles:
+  web:
+    backends: [www]
+    classes:
+      role::web:
+      nginx:
+        port: 80
+        tls: false
+  api:
+    backends: [api]
+    classes: [role::api]
+pins:
+  frontend: {web: 1.0.0}
+`)
+	files[enc.HostPath("web-0001")] = []byte(`environment: production
+role: web
+fqdn: web-0001.example.com
+ipv4: 10.0.1.1
+backends: [www]
+classes:
+  nginx: {port: 8080, upstreams: [a, b]}
+  monitoring:
+parameters:
+  workers: 16
+  debug: true
+  ratio: 0.5
+  dns: [10.0.0.1, 10.0.0.2]
+  limits: {nofile: 65536, core: unlimited}
+  quoted: "8080"
+  word: yes
+  since: 2024-01-31
+  empty: ~
+`)
+	inv, probs := load(t, files)
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	out, err := inv.Classify("web-0001.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := yaml.Unmarshal(out, &got); err != nil {
+		t.Fatalf("classify output is not YAML: %v\n%s", err, out)
+	}
+	want := map[string]any{
+		"environment": "production",
+		// A class with parameters makes classes Puppet's mapping form;
+		// the host's nginx parameters win over the role's, key by key.
+		"classes": map[string]any{
+			"base":       nil,
+			"role::web":  nil,
+			"nginx":      map[string]any{"port": 8080, "tls": false, "upstreams": []any{"a", "b"}},
+			"monitoring": nil,
+		},
+		"parameters": map[string]any{
+			"ntp_server": "ntp.example.com", "workers": 16, "debug": true, "ratio": 0.5,
+			"dns":    []any{"10.0.0.1", "10.0.0.2"},
+			"limits": map[string]any{"nofile": 65536, "core": "unlimited"},
+			"quoted": "8080", "word": "yes", "since": "2024-01-31", "empty": nil,
+			"role": "web", "environment": "production", "frontend_version": "1.0.0",
+		},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("classify (-want +got):\n%s\n%s", diff, out)
+	}
+	// Classes keep their order: the environment's, the role's, the host's.
+	var order struct {
+		Classes yaml.Node `yaml:"classes"`
+	}
+	yaml.Unmarshal(out, &order)
+	var names []string
+	for i := 0; i < len(order.Classes.Content); i += 2 {
+		names = append(names, order.Classes.Content[i].Value)
+	}
+	if strings.Join(names, ",") != "base,role::web,nginx,monitoring" {
+		t.Fatalf("class order %v:\n%s", names, out)
+	}
+	// Strings that YAML 1.1 readers (Puppet's Ruby) would take for
+	// booleans or numbers are quoted.
+	for _, line := range []string{`word: "yes"`, `quoted: "8080"`, `since: "2024-01-31"`} {
+		if !strings.Contains(string(out), line) {
+			t.Errorf("output lacks %s:\n%s", line, out)
+		}
+	}
+
+	// The published inventory carries parameters as text.
+	for _, h := range inv.Proto() {
+		if h.GetName() != "web-0001" {
+			continue
+		}
+		p := h.GetParameters()
+		for k, v := range map[string]string{"workers": "16", "debug": "true", "dns": "[10.0.0.1, 10.0.0.2]", "limits": "{core: unlimited, nofile: 65536}", "quoted": "8080", "empty": ""} {
+			if p[k] != v {
+				t.Errorf("published parameter %s = %q, want %q", k, p[k], v)
+			}
+		}
+		if strings.Join(h.GetClasses(), ",") != "base,role::web,nginx,monitoring" {
+			t.Errorf("published classes %v", h.GetClasses())
+		}
+	}
+
+	// Without class parameters, classes stay a list.
+	out, err = inv.Classify("api-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain struct {
+		Classes []string `yaml:"classes"`
+	}
+	if err := yaml.Unmarshal(out, &plain); err != nil || strings.Join(plain.Classes, ",") != "base,role::api" {
+		t.Fatalf("classes of api-0001: %v (%v)\n%s", plain.Classes, err, out)
+	}
+
+	files[enc.HostPath("web-0002")] = []byte("environment: production\nrole: web\nipv4: 10.0.1.2\nclasses: {nginx: [80]}\nparameters: [a]\n")
+	_, probs = load(t, files)
+	for _, want := range []string{"hosts/web-0002.yaml:4: parameters of class nginx must be a mapping", "hosts/web-0002.yaml:5: expected a mapping of parameter name to value"} {
+		if !strings.Contains(probs.Error(), want) {
+			t.Errorf("no problem %q in:\n%v", want, probs)
 		}
 	}
 }

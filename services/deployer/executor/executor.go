@@ -34,7 +34,8 @@ type Action struct {
 	// Environment and Role of the hosts.
 	Environment string
 	Role        string
-	// Timeout per host (0: the executor's default).
+	// Timeout per host (0: the executor's default); for Rundeck, which
+	// runs all the hosts as one execution, for the whole execution.
 	Timeout time.Duration
 }
 

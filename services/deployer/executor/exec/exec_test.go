@@ -2,6 +2,7 @@ package exec_test
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -9,6 +10,11 @@ import (
 	"github.com/switchboard-ops/switchboard/services/deployer/executor/exec"
 	"github.com/switchboard-ops/switchboard/services/deployer/executor/executortest"
 )
+
+func TestMain(m *testing.M) {
+	executortest.GateMain()
+	os.Exit(m.Run())
+}
 
 func TestConformance(t *testing.T) {
 	executortest.Run(t, func(t *testing.T) executor.Executor {
@@ -40,5 +46,17 @@ func TestAMissingProgramIsUnreachableNotAPanic(t *testing.T) {
 		if r.Status != executor.Unreachable {
 			t.Fatalf("status %s (%s), want unreachable", r.Status, r.Detail)
 		}
+	}
+}
+
+func TestAtMostParallelHostsRunAtOnce(t *testing.T) {
+	for _, parallel := range []int{1, 3} {
+		executortest.ParallelLimit(t, parallel, func(t *testing.T, command []string, parallel int) executor.Executor {
+			ex, err := exec.New(exec.Config{Command: command, Parallel: parallel, Timeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ex
+		})
 	}
 }

@@ -6,6 +6,9 @@
 // can make them do it: Behaviour(name) says the exit code and how long to
 // take, and Script is a POSIX shell script that does it given the host name
 // as $1 (for executors that run commands).
+//
+// ParallelLimit is for the executors with a parallelism limit (exec, ssh):
+// it checks that no more hosts than the limit run at once.
 package executortest
 
 import (

@@ -45,8 +45,11 @@ type Config struct {
 	// Options sent to the job; values are templates ({tags}, {service},
 	// {version}, {environment}, {role}). Default: tags, service, version.
 	Options map[string]string `yaml:"options"`
-	// Timeout for the whole execution (nodes run in parallel in Rundeck);
-	// default 30m.
+	// Timeout for the whole execution of a batch, not per node: Rundeck's
+	// API cannot stop one node of an execution, so when it passes the
+	// execution is aborted and the nodes without a result are reported
+	// timed out. Size it for a batch (a job with thread count 1 runs its
+	// nodes one after the other); default 30m.
 	Timeout time.Duration `yaml:"timeout"`
 	// PollInterval between state requests (default 1s).
 	PollInterval time.Duration `yaml:"poll_interval"`

@@ -165,16 +165,33 @@ func newRig(t *testing.T) *rig {
 
 func (r *rig) executor(t *testing.T, cmd []string) *sbssh.Executor {
 	t.Helper()
-	ex, err := sbssh.New(sbssh.Config{User: "deploy", Port: r.port, KeyFile: r.keyFile, KnownHosts: r.knownHosts, Command: cmd, Parallel: 4, ConnectTimeout: 5 * time.Second})
+	return r.executorWith(t, cmd, 4)
+}
+
+func (r *rig) executorWith(t *testing.T, cmd []string, parallel int) *sbssh.Executor {
+	t.Helper()
+	ex, err := sbssh.New(sbssh.Config{User: "deploy", Port: r.port, KeyFile: r.keyFile, KnownHosts: r.knownHosts, Command: cmd, Parallel: parallel, ConnectTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ex
 }
 
+func TestMain(m *testing.M) {
+	executortest.GateMain()
+	os.Exit(m.Run())
+}
+
 func TestConformance(t *testing.T) {
 	executortest.Run(t, func(t *testing.T) executor.Executor {
 		return newRig(t).executor(t, []string{"/bin/sh", "-c", executortest.Script, "sh", "{host}"})
+	})
+}
+
+func TestAtMostParallelHostsRunAtOnce(t *testing.T) {
+	r := newRig(t)
+	executortest.ParallelLimit(t, 3, func(t *testing.T, command []string, parallel int) executor.Executor {
+		return r.executorWith(t, command, parallel)
 	})
 }
 
