@@ -50,11 +50,11 @@ func BenchmarkIncidentStorm(b *testing.B) {
 		}
 	}
 	published := time.Since(t0)
-	var got, digests int
+	var got, digests, lists int
 	var last time.Time
 	for {
 		ps := posts(b, js, "slack", "C0INCIDENT")
-		got, digests = accounted(b, ps)
+		got, digests, lists = accounted(b, ps)
 		if got >= n {
 			last = time.Now()
 			minGap := time.Hour
@@ -64,8 +64,8 @@ func BenchmarkIncidentStorm(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			if got != n {
-				b.Fatalf("%d events accounted for, want exactly %d", got, n)
+			if got != n || lists != digests {
+				b.Fatalf("%d events accounted for, want exactly %d; %d digests, %d lists", got, n, digests, lists)
 			}
 			if minGap < 990*time.Millisecond {
 				b.Errorf("two posts %v apart: faster than one a second", minGap)

@@ -19,8 +19,11 @@
 //   - Storms are digested, never dropped: a channel gets at most one post
 //     per Interval (Slack allows about one a second). Events that arrive
 //     while a channel waits are queued; when its turn comes, one queued
-//     event is posted as itself, several as one digest ("14 more PagerDuty
-//     events: 9 triggered, 5 resolved") that lists every one of them.
+//     event is posted as itself, several as one digest: a headline at the
+//     channel level ("14 more PagerDuty events: 9 triggered, 5 resolved —
+//     list in thread") and, in the next slot, the list of every one of them
+//     as a reply in the headline's thread (which an adapter may make a
+//     file when it is long).
 //
 // The package imports only kit and proto, so the chat service wires it in
 // without the router knowing the chat.
@@ -375,6 +378,12 @@ type channel struct {
 	mu               sync.Mutex
 	queue            []*item
 	wake             chan struct{}
+
+	// list is a digest's list, posted in the slot after its headline. The
+	// listed events stay at the head of the queue (kept alive by
+	// inProgress) until it is stored. Only the worker touches these.
+	list   *chatv1.ChatPost
+	listed int
 }
 
 func (r *Router) channel(adapter, name string) *channel {
@@ -434,20 +443,46 @@ func (c *channel) work(ctx context.Context) {
 				continue
 			}
 		}
-		c.mu.Lock()
-		batch := c.queue[:min(len(c.queue), c.r.cfg.MaxDigest)]
-		c.mu.Unlock()
-		if !c.deliver(ctx, batch) {
-			return // stopping: the batch is redelivered later
+		done, ok := c.next(ctx)
+		if !ok {
+			return // stopping: the events are redelivered later
 		}
 		last = time.Now()
 		c.mu.Lock()
-		c.queue = c.queue[len(batch):]
+		finished := c.queue[:done]
+		c.queue = c.queue[done:]
 		c.mu.Unlock()
-		for _, it := range batch {
+		for _, it := range finished {
 			it.msg.done()
 		}
 	}
+}
+
+// next makes the channel's next post: a digest's pending list, or the
+// queued events, one as itself or several as a digest's headline. It
+// returns how many events from the head of the queue are now posted, and
+// false when the router stops first.
+func (c *channel) next(ctx context.Context) (int, bool) {
+	if c.list != nil {
+		list, n := c.list, c.listed
+		if !c.retry(ctx, n, func() error { return c.post(ctx, list) }) {
+			return 0, false
+		}
+		c.list, c.listed = nil, 0
+		return n, true
+	}
+	c.mu.Lock()
+	batch := c.queue[:min(len(c.queue), c.r.cfg.MaxDigest)]
+	c.mu.Unlock()
+	if len(batch) == 1 {
+		return 1, c.retry(ctx, 1, func() error { return c.single(ctx, batch[0]) })
+	}
+	head, list := c.digest(batch)
+	if !c.retry(ctx, len(batch), func() error { return c.post(ctx, head) }) {
+		return 0, false
+	}
+	c.list, c.listed = list, len(batch)
+	return 0, true
 }
 
 // inProgress keeps queued events from being redelivered while they wait.
@@ -460,20 +495,15 @@ func (c *channel) inProgress() {
 	}
 }
 
-// deliver publishes the batch as one post, retrying until it is stored or
-// the router stops.
-func (c *channel) deliver(ctx context.Context, batch []*item) bool {
+// retry runs f, which stores a post about that many events, until it
+// succeeds or the router stops.
+func (c *channel) retry(ctx context.Context, events int, f func() error) bool {
 	for attempt := 0; ; attempt++ {
-		var err error
-		if len(batch) == 1 {
-			err = c.single(ctx, batch[0])
-		} else {
-			err = c.digest(ctx, batch)
-		}
+		err := f()
 		if err == nil {
 			return true
 		}
-		c.r.log.Warn("route: post to channel; retrying", "adapter", c.adapter, "channel", c.channel, "events", len(batch), "error", err)
+		c.r.log.Warn("route: post to channel; retrying", "adapter", c.adapter, "channel", c.channel, "events", events, "error", err)
 		t := time.NewTimer(min(100*time.Millisecond<<min(attempt, 5), 5*time.Second))
 		select {
 		case <-ctx.Done():
@@ -482,6 +512,14 @@ func (c *channel) deliver(ctx context.Context, batch []*item) bool {
 		case <-t.C:
 		}
 	}
+}
+
+// post stores one post on the CHAT stream.
+func (c *channel) post(ctx context.Context, p *chatv1.ChatPost) error {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := emit.Post(pctx, c.r.js, p)
+	return err
 }
 
 func (c *channel) author(name string) *chatv1.Identity {
@@ -530,10 +568,7 @@ func (c *channel) single(ctx context.Context, it *item) error {
 			post.Conversation.Thread = thread
 		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, err := emit.Post(pctx, c.r.js, post)
-	return err
+	return c.post(ctx, post)
 }
 
 // thread returns the thread of a correlation id in this channel, claiming
@@ -562,9 +597,13 @@ func (c *channel) thread(ctx context.Context, correlation, root string) (string,
 	return "", fmt.Errorf("record thread of %s: conflicting writers", correlation)
 }
 
-// digest posts many events as one: a headline that counts them by kind,
-// and a list of every one.
-func (c *channel) digest(ctx context.Context, batch []*item) error {
+// digest makes the two posts of a digest of many events: a headline for
+// the channel that counts them by kind ("14 more PagerDuty events: 9
+// triggered, 5 resolved — list in thread"), and the list of every one of
+// them as a reply in the headline's thread. In Slack a long list would be
+// a wall of text in the channel; in the thread it is out of the way, and
+// the adapter turns a long one into a file there.
+func (c *channel) digest(batch []*item) (headline, list *chatv1.ChatPost) {
 	name := ruleName(batch[0])
 	counts := map[string]int{}
 	ids := make([]string, 0, len(batch)+2)
@@ -580,7 +619,7 @@ func (c *channel) digest(ctx context.Context, batch []*item) error {
 		if r := []rune(line); len(r) > 200 {
 			line = string(r[:200]) + "…"
 		}
-		lines.WriteString("• " + line + "\n")
+		lines.WriteString("\n• " + line)
 	}
 	kinds := make([]string, 0, len(counts))
 	for k := range counts {
@@ -600,21 +639,22 @@ func (c *channel) digest(ctx context.Context, batch []*item) error {
 	if name != "" {
 		label = name + " events"
 	}
-	headline := fmt.Sprintf("%d more %s: %s", len(batch), label, strings.Join(parts, ", "))
-	list := strings.TrimRight(lines.String(), "\n")
-	post := &chatv1.ChatPost{
-		Id:           "digest-" + postID(ids...),
+	id := "digest-" + postID(ids...)
+	headline = &chatv1.ChatPost{
+		Id:           id,
 		Conversation: &chatv1.Conversation{Adapter: c.adapter, Channel: c.channel},
 		Kind:         chatv1.Kind_KIND_NOTICE,
-		Text:         headline + "\n" + list,
+		Text:         fmt.Sprintf("%d more %s: %s — list in thread", len(batch), label, strings.Join(parts, ", ")),
 		Author:       c.author(name),
-		Blocks: []*chatv1.Block{
-			{Content: &chatv1.Block_Markdown{Markdown: headline}},
-			{Content: &chatv1.Block_Code{Code: list}},
-		},
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, err := emit.Post(pctx, c.r.js, post)
-	return err
+	// The list threads under the headline by its post id, which is what
+	// adapters thread on (Slack looks up the message it became).
+	list = &chatv1.ChatPost{
+		Id:           id + "-list",
+		Conversation: &chatv1.Conversation{Adapter: c.adapter, Channel: c.channel, Thread: id},
+		Kind:         chatv1.Kind_KIND_NOTICE,
+		Text:         fmt.Sprintf("The %d %s:", len(batch), label) + lines.String(),
+		Author:       c.author(name),
+	}
+	return headline, list
 }

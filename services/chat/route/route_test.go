@@ -78,32 +78,54 @@ func posts(t testing.TB, js jetstream.JetStream, adapter, channel string) []*cha
 	return natstest.Posts(t, js, wire.ChatPostSubject(adapter, channel))
 }
 
-var digestRe = regexp.MustCompile(`^(\d+) more (.*?): (.*)$`)
+var headlineRe = regexp.MustCompile(`^(\d+) more (.*?): (.*) — list in thread$`)
 
-// accounted counts the events the posts carry: one per single post, the
-// headline's number per digest (checked against its counts and its list).
-func accounted(t testing.TB, ps []*chatv1.ChatPost) (events, digests int) {
+// accounted counts the events the posts carry: one per single post, and
+// for a digest the events its list names. A list must be a reply in the
+// thread of a headline whose number and counts it matches. It returns
+// how many events that makes, and how many digest headlines and lists
+// there are.
+func accounted(t testing.TB, ps []*chatv1.ChatPost) (events, headlines, lists int) {
 	t.Helper()
+	heads := map[string]int{}
+	var listPosts []*chatv1.ChatPost
 	for _, p := range ps {
-		head, list, _ := strings.Cut(p.GetText(), "\n")
-		m := digestRe.FindStringSubmatch(head)
-		if m == nil || !strings.HasPrefix(p.GetId(), "digest-") {
+		switch {
+		case !strings.HasPrefix(p.GetId(), "digest-"):
 			events++
+		case p.GetConversation().GetThread() != "":
+			listPosts = append(listPosts, p)
+		default:
+			m := headlineRe.FindStringSubmatch(p.GetText())
+			if m == nil {
+				t.Errorf("digest headline %q does not read like one", p.GetText())
+				continue
+			}
+			n, _ := strconv.Atoi(m[1])
+			sum := 0
+			for _, part := range strings.Split(m[3], ", ") {
+				k, _ := strconv.Atoi(strings.Fields(part)[0])
+				sum += k
+			}
+			if sum != n {
+				t.Errorf("digest %q: counts add to %d, want %d", p.GetText(), sum, n)
+			}
+			heads[p.GetId()] = n
+		}
+	}
+	for _, l := range listPosts {
+		n, ok := heads[l.GetConversation().GetThread()]
+		if !ok {
+			t.Errorf("digest list %s is in thread %q, which is no headline's", l.GetId(), l.GetConversation().GetThread())
 			continue
 		}
-		digests++
-		n, _ := strconv.Atoi(m[1])
-		sum := 0
-		for _, part := range strings.Split(m[3], ", ") {
-			k, _ := strconv.Atoi(strings.Fields(part)[0])
-			sum += k
+		got := strings.Count(l.GetText(), "\n• ")
+		if got != n {
+			t.Errorf("digest list %s names %d events, its headline %d", l.GetId(), got, n)
 		}
-		if sum != n || strings.Count(list, "• ") != n {
-			t.Errorf("digest %q: counts add to %d and it lists %d, want %d", head, sum, strings.Count(list, "• "), n)
-		}
-		events += n
+		events += got
 	}
-	return events, digests
+	return events, len(heads), len(listPosts)
 }
 
 func TestEventsReachTheRulesChannelAndLaterOnesThreadUnderTheFirst(t *testing.T) {
@@ -180,9 +202,9 @@ func TestAStormIsDigestedAndEveryEventAccountedFor(t *testing.T) {
 	}
 	evs = append(evs, &eventv1.Event{Id: "B1", Source: "ci", Type: "build.failed", Title: "Failed: foxdan's build #1674"})
 	publish(t, js, evs...)
-	var got, digests int
+	var got, headlines, lists int
 	natstest.WaitFor(t, waitTotal, waitStep, func() error {
-		got, digests = accounted(t, posts(t, js, "slack", "C0INCIDENT"))
+		got, headlines, lists = accounted(t, posts(t, js, "slack", "C0INCIDENT"))
 		if got < n {
 			return fmt.Errorf("%d of %d events accounted for", got, n)
 		}
@@ -191,12 +213,64 @@ func TestAStormIsDigestedAndEveryEventAccountedFor(t *testing.T) {
 	if got != n {
 		t.Fatalf("%d events accounted for, want exactly %d", got, n)
 	}
-	if digests == 0 {
-		t.Fatal("a storm of 1000 events was posted one by one, want digests")
+	if headlines == 0 || lists != headlines {
+		t.Fatalf("%d digest headlines and %d lists for a storm of 1000 events, want digests, each with its list", headlines, lists)
 	}
 	ci := posts(t, js, "slack", "C0CI")
 	if len(ci) != 1 || ci[0].GetText() != "Failed: foxdan's build #1674" {
 		t.Fatalf("ci channel posts = %v", ci)
+	}
+}
+
+func TestADigestsListIsAReplyInItsHeadlinesThreadOneSlotLater(t *testing.T) {
+	js := setup(t)
+	// Long enough that the six events arrive within one slot: the first
+	// may go alone, the rest wait for the next.
+	const interval = 500 * time.Millisecond
+	start(t, js, route.Config{Interval: interval, Rules: []route.Rule{pagerRule}})
+	var evs []*eventv1.Event
+	for i := range 6 {
+		typ := "incident.triggered"
+		if i%3 == 0 {
+			typ = "incident.resolved"
+		}
+		evs = append(evs, page(fmt.Sprintf("D%d", i), typ, fmt.Sprintf("PDIG%d", i), 700+i))
+	}
+	publish(t, js, evs...)
+	var ps []*chatv1.ChatPost
+	natstest.WaitFor(t, waitTotal, waitStep, func() error {
+		ps = posts(t, js, "slack", "C0INCIDENT")
+		if got, _, _ := accounted(t, ps); got < len(evs) {
+			return fmt.Errorf("%d of %d events accounted for", got, len(evs))
+		}
+		return nil
+	})
+	var head, list *chatv1.ChatPost
+	for _, p := range ps {
+		switch {
+		case strings.HasPrefix(p.GetId(), "digest-") && p.GetConversation().GetThread() == "":
+			head = p
+		case strings.HasPrefix(p.GetId(), "digest-"):
+			list = p
+		}
+	}
+	if head == nil || list == nil {
+		t.Fatalf("posts %v: want a digest headline and its list (the first event may go alone, the rest queue behind it)", ps)
+	}
+	if strings.Contains(head.GetText(), "•") || strings.Contains(head.GetText(), "\n") {
+		t.Errorf("headline %q carries the list; want one line at the channel level", head.GetText())
+	}
+	if list.GetConversation().GetThread() != head.GetId() || list.GetConversation().GetChannel() != head.GetConversation().GetChannel() {
+		t.Errorf("list in %v, want in thread %s of the headline's channel", list.GetConversation(), head.GetId())
+	}
+	for _, ev := range evs[len(evs)-2:] {
+		if !strings.Contains(list.GetText(), ev.GetTitle()) {
+			t.Errorf("list lacks %q:\n%s", ev.GetTitle(), list.GetText())
+		}
+	}
+	// One post per slot: the list waits for the slot after the headline.
+	if gap := list.GetCreatedAt().AsTime().Sub(head.GetCreatedAt().AsTime()); gap < interval {
+		t.Errorf("list posted %v after its headline, want at least the interval %v", gap, interval)
 	}
 }
 

@@ -10,14 +10,27 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/slack-go/slack"
 
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
+
+	"github.com/switchboard-ops/switchboard/kit/bus"
 )
 
 // Name is the adapter's name in every Conversation it addresses and in
 // the CHAT subjects of its posts (sb.chat.post.slack.<channel id>).
 const Name = "slack"
+
+// BucketPosts maps <channel>.<post id> → the ts of the Slack message a
+// channel-level post became. Posts that thread under another post by its
+// id (the router's later events of an incident, a digest's list) find
+// their thread there on every chat replica and after a restart.
+const BucketPosts = "sb_slack_posts"
+
+// postsTTL is how long a post can be threaded under: an incident's
+// events keep arriving for days, rarely for weeks.
+const postsTTL = 30 * 24 * time.Hour
 
 // Ingress is the chat core as the Slack adapter sees it: it parses,
 // authorises, audits and dispatches a person's message. *chat.Service
@@ -54,6 +67,15 @@ func WithHTTPClient(c *http.Client) Option { return func(a *Adapter) { a.http = 
 // WithNow sets the clock used for signature windows and caches.
 func WithNow(now func() time.Time) Option { return func(a *Adapter) { a.now = now } }
 
+// WithJetStream keeps the Slack message of every channel-level post in
+// the KV bucket BucketPosts (declared by Start, with replicas replicas),
+// so a post that threads under another post's id lands in its thread
+// whichever replica delivered the first. Without it the adapter
+// remembers its own deliveries, for an hour.
+func WithJetStream(js jetstream.JetStream, replicas int) Option {
+	return func(a *Adapter) { a.js, a.replicas = js, replicas }
+}
+
 // Adapter connects switchboard to one Slack workspace: it receives
 // messages (Socket Mode or the Events API), hands them to the chat core,
 // and delivers the chat core's posts back (chat.Adapter and
@@ -68,6 +90,11 @@ type Adapter struct {
 
 	botUser string
 	team    string
+
+	js       jetstream.JetStream
+	replicas int
+	// posts is BucketPosts; nil without WithJetStream.
+	posts jetstream.KeyValue
 
 	// ingress
 	queue chan inbound
@@ -138,10 +165,24 @@ func New(cfg Config, in Ingress, log *slog.Logger, opts ...Option) (*Adapter, er
 // Name is "slack".
 func (a *Adapter) Name() string { return Name }
 
-// Start asks Slack who the bot is, then receives events: over Socket
-// Mode, or, in events mode, by serving HTTP on l (nil: listen on
-// cfg.EventsAddr).
+// Start declares the posts bucket (with WithJetStream), asks Slack who
+// the bot is, then receives events: over Socket Mode, or, in events mode,
+// by serving HTTP on l (nil: listen on cfg.EventsAddr).
 func (a *Adapter) Start(ctx context.Context, l net.Listener) error {
+	if a.js != nil {
+		kv, err := bus.EnsureBucket(ctx, a.js, a.replicas, jetstream.KeyValueConfig{
+			Bucket:      BucketPosts,
+			Description: "Slack adapter: channel.post id → ts of the Slack message the post became, for threading under it.",
+			TTL:         postsTTL,
+			History:     1,
+		})
+		if err != nil {
+			return fmt.Errorf("slack: %w", err)
+		}
+		a.posts = kv
+	} else {
+		a.log.Warn("slack: no JetStream given; posts that thread under another post find it only when this replica delivered it in the last hour")
+	}
 	actx, cancel := context.WithTimeout(ctx, apiTimeout)
 	auth, err := a.api.AuthTestContext(actx)
 	cancel()

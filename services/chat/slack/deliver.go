@@ -10,9 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/slack-go/slack"
 
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 )
 
 // Reactions on the message that started a command.
@@ -65,7 +67,7 @@ var tsRe = regexp.MustCompile(`^[0-9]{9,11}\.[0-9]{6}$`)
 
 // slackTS returns the message ts in s: s itself, or the ts at the end of a
 // message id "T…-<ts>" (ChatPost.reply_to). Anything else (a slash
-// command's id, a console thread) gives "".
+// command's id, a post id) gives "".
 func slackTS(s string) string {
 	if tsRe.MatchString(s) {
 		return s
@@ -159,7 +161,7 @@ func (a *Adapter) deliverOne(ctx context.Context, p *chatv1.ChatPost) error {
 	if code, ok := a.dead.get(ch); ok {
 		return &UndeliverableError{Channel: ch, Reason: code}
 	}
-	thread := slackTS(p.GetConversation().GetThread())
+	thread := a.threadOf(ctx, p)
 	r := render(p, a.cfg.MaxTextBytes)
 	var ts string
 	var err error
@@ -180,6 +182,10 @@ func (a *Adapter) deliverOne(ctx context.Context, p *chatv1.ChatPost) error {
 		}
 	}
 	a.delivered.put(p.GetId(), ts)
+	if p.GetConversation().GetThread() == "" {
+		// Only a message at the channel level can start a thread.
+		a.record(ctx, ch, ts, p.GetId())
+	}
 	if orig := slackTS(p.GetReplyTo()); orig != "" {
 		switch p.GetReaction() {
 		case chatv1.Reaction_REACTION_ACCEPTED:
@@ -198,11 +204,75 @@ func (a *Adapter) deliverOne(ctx context.Context, p *chatv1.ChatPost) error {
 	return nil
 }
 
+// threadOf returns the ts of the message a post replies under, or "" for
+// the channel level. A post's thread is a Slack ts or message id (a
+// command's thread); empty or a slash command's id (there is no message
+// to reply under); or the id of an earlier post (the router threads an
+// incident's later events under its first, a digest's list under its
+// headline), which is looked up in what this replica delivered, then in
+// BucketPosts. A post whose thread is not known (yet: its first post was
+// skipped, or is older than the bucket's TTL) goes to the channel, and
+// the log says so: shown out of place beats not shown.
+func (a *Adapter) threadOf(ctx context.Context, p *chatv1.ChatPost) string {
+	ch, thread := p.GetConversation().GetChannel(), p.GetConversation().GetThread()
+	if thread == "" || isSlashID(thread) {
+		return ""
+	}
+	if ts := slackTS(thread); ts != "" {
+		return ts
+	}
+	if ts, ok := a.delivered.get(thread); ok && ts != "" {
+		return ts
+	}
+	attrs := []any{"channel", ch, "post_id", p.GetId(), "thread", thread}
+	if a.posts != nil {
+		kctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		e, err := a.posts.Get(kctx, postKey(ch, thread))
+		cancel()
+		if err == nil && len(e.Value()) > 0 {
+			ts := string(e.Value())
+			a.delivered.put(thread, ts)
+			return ts
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			attrs = append(attrs, "error", err)
+		}
+	}
+	a.log.Warn("slack: the message this post threads under is not known (yet); posting it at the channel level", attrs...)
+	return ""
+}
+
+// record keeps, in BucketPosts, which Slack message channel-level posts
+// became, for posts that later thread under them on any replica. A failed
+// write is logged, not returned: the post is in Slack, and delivering it
+// again would show it twice.
+func (a *Adapter) record(ctx context.Context, ch, ts string, ids ...string) {
+	if a.posts == nil || ts == "" {
+		return
+	}
+	// The delivery's context may be about to end; the record should not.
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, id := range ids {
+		if id == "" {
+			continue
+		}
+		if _, err := a.posts.Put(kctx, postKey(ch, id), []byte(ts)); err != nil {
+			a.log.Warn("slack: record the message a post became; posts threading under it will go to the channel", "channel", ch, "post_id", id, "error", err)
+			return
+		}
+	}
+}
+
+// postKey is a post's key in BucketPosts: post ids come from services and
+// may hold characters KV keys do not allow.
+func postKey(ch, id string) string { return wire.Token(ch) + "." + wire.Token(id) }
+
 // progressMessage edits the job's progress message in place, or posts it
 // when the job has none yet (or it was deleted).
 func (a *Adapter) progressMessage(ctx context.Context, ch, thread, job string, r rendered) (string, error) {
 	if ts, ok := a.progress.get(job); ok {
-		err := a.call(ctx, ch, callEdit, "chat.update", func(c context.Context) error {
+		err := a.call(ctx, ch, callUnpaced, "chat.update", func(c context.Context) error {
 			_, _, _, err := a.api.UpdateMessageContext(c, ch, ts, msgOptions(r, "")...)
 			return err
 		})
@@ -242,14 +312,27 @@ func (a *Adapter) post(ctx context.Context, ch, thread string, r rendered) (stri
 
 // upload puts content up as a file in the channel (thread) with the
 // current three-step API: files.getUploadURLExternal, the upload itself,
-// files.completeUploadExternal. The completion posts a message, so it is
-// paced like one.
+// files.completeUploadExternal. Only the completion shares the file, which
+// posts a message: it is paced like one (Slack counts it against the
+// channel's message rate), and it alone is retried after a 429, so the
+// bytes go up once.
 func (a *Adapter) upload(ctx context.Context, ch, thread string, f upload, comment string) (string, error) {
-	err := a.call(ctx, ch, callPost, "files upload", func(c context.Context) error {
-		_, err := a.api.UploadFileContext(c, slack.UploadFileParameters{
-			Filename: f.name, Title: f.title, Content: f.content, FileSize: len(f.content),
-			Channel: ch, ThreadTimestamp: thread, InitialComment: comment, SnippetType: f.snippetType,
-		})
+	var fileID string
+	err := a.call(ctx, ch, callUnpaced, "files.getUploadURLExternal", func(c context.Context) error {
+		u, err := a.api.GetUploadURLExternalContext(c, slack.GetUploadURLExternalParameters{
+			FileName: f.name, FileSize: len(f.content), SnippetType: f.snippetType})
+		if err != nil {
+			return err
+		}
+		fileID = u.FileID
+		return a.api.UploadToURL(c, slack.UploadToURLParameters{UploadURL: u.UploadURL, Filename: f.name, Content: f.content})
+	})
+	if err != nil {
+		return "", err
+	}
+	err = a.call(ctx, ch, callPost, "files.completeUploadExternal", func(c context.Context) error {
+		_, err := a.api.CompleteUploadExternalContext(c, slack.CompleteUploadExternalParameters{
+			Files: []slack.FileSummary{{ID: fileID, Title: f.title}}, Channel: ch, ThreadTimestamp: thread, InitialComment: comment})
 		return err
 	})
 	// completeUploadExternal does not return the message's ts; replies to
@@ -286,8 +369,9 @@ const (
 	// callPost posts a message: paced per channel; channel errors make
 	// the channel undeliverable.
 	callPost callKind = iota
-	// callEdit edits a message: not paced; channel errors count.
-	callEdit
+	// callUnpaced posts no message (an edit, a file's bytes before it is
+	// shared): not paced; channel errors count.
+	callUnpaced
 	// callReact sets a reaction: not paced; errors are the caller's.
 	callReact
 )
@@ -387,7 +471,7 @@ func (a *Adapter) deliverDigest(ctx context.Context, posts []*chatv1.ChatPost) e
 		return &UndeliverableError{Channel: ch, Reason: code}
 	}
 	key := "digest/" + first.GetId() + "/" + last.GetId()
-	thread := slackTS(first.GetConversation().GetThread())
+	thread := a.threadOf(ctx, first)
 	// Each step is remembered, so a retry after a failure half-way posts
 	// neither the digest nor a part of its list twice.
 	head, ok := a.delivered.get(key)
@@ -423,8 +507,15 @@ func (a *Adapter) deliverDigest(ctx context.Context, posts []*chatv1.ChatPost) e
 			a.delivered.put(k, ts)
 		}
 	}
+	ids := make([]string, 0, len(posts))
 	for _, p := range posts {
 		a.delivered.put(p.GetId(), head)
+		ids = append(ids, p.GetId())
+	}
+	if first.GetConversation().GetThread() == "" {
+		// A later post may thread under any of the notices: it goes to
+		// the digest's thread, with the list.
+		a.record(ctx, ch, head, ids...)
 	}
 	return nil
 }

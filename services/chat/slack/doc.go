@@ -22,10 +22,15 @@
 // command while it runs and ✅ or ❌ when it ends; Block Kit for fields,
 // code and links; long output as a file (files.getUploadURLExternal and
 // files.completeUploadExternal); progress edits one message (chat.update);
-// images by URL. Posts to a channel are paced to Slack's one message per
-// second, retried on 429 after Retry-After and on 5xx with backoff, and
-// when a channel's queue grows its notices are coalesced into a digest with
-// the full list in its thread. Posts to a channel that takes none
+// images by URL. A post that threads under another post's id (the router
+// puts an incident's later events under its first, a digest's list under
+// its headline) goes into the thread of the Slack message that post
+// became: the adapter keeps post id → message ts in KV sb_slack_posts, so
+// every replica, and a restarted one, finds it; one not known goes to the
+// channel, and the log says so. Posts to a channel are paced to Slack's
+// one message per second, retried on 429 after Retry-After and on 5xx with
+// backoff, and when a channel's queue grows its notices are coalesced into
+// a digest with the full list in its thread. Posts to a channel that takes none
 // (archived, bot not invited) are skipped as permanent failures and
 // reported once to the ops channel.
 //

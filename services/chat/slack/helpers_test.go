@@ -39,15 +39,20 @@ const signingSecret = "8f742231b10e8888abcd99yyyzzz85a5"
 
 // Channels and people of the fake workspace.
 const (
-	chOps     = "C0OPS"
-	chBurst   = "C0BURST"
-	chAlerts  = "C0ALERTS"
-	chArchive = "C0ARCHIVED"
-	chNoBot   = "C0NOBOT"
-	uAna      = "U0ANA"  // admin by e-mail
-	uOlga     = "U0OLGA" // operator through the @oncall group
-	uEve      = "U0EVE"  // nothing
+	chOps      = "C0OPS"
+	chBurst    = "C0BURST"
+	chAlerts   = "C0ALERTS"
+	chIncident = "C0INCIDENT"
+	chArchive  = "C0ARCHIVED"
+	chNoBot    = "C0NOBOT"
+	uAna       = "U0ANA"  // admin by e-mail
+	uOlga      = "U0OLGA" // operator through the @oncall group
+	uIda       = "U0IDA"  // operator by her Slack user id
+	uEve       = "U0EVE"  // nothing
 )
+
+// promotedEmail is granted operator; nobody has it at first.
+const promotedEmail = "promoted@example.com"
 
 // syncBuffer is a bytes.Buffer for concurrent log writers.
 type syncBuffer struct {
@@ -105,6 +110,10 @@ type env struct {
 	runs *runs
 	logs *syncBuffer
 	log  *slog.Logger
+	// "t wait" sends its step number on entered after posting the step's
+	// progress, then waits for release.
+	entered chan int
+	release chan struct{}
 }
 
 func newEnv(t testing.TB, opts ...slackfake.Option) *env {
@@ -118,8 +127,9 @@ func newEnv(t testing.TB, opts ...slackfake.Option) *env {
 	}
 	logs := &syncBuffer{}
 	e := &env{t: t, url: s.ClientURL(), js: js, fake: slackfake.Run(t, opts...), runs: &runs{n: map[string]int{}}, logs: logs,
-		log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	for _, ch := range []string{chOps, chBurst, chAlerts} {
+		log:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		entered: make(chan int), release: make(chan struct{})}
+	for _, ch := range []string{chOps, chBurst, chAlerts, chIncident} {
 		e.fake.AddChannel(ch)
 	}
 	e.fake.AddChannel(chArchive)
@@ -127,6 +137,7 @@ func newEnv(t testing.TB, opts ...slackfake.Option) *env {
 	e.fake.AddChannelWithoutBot(chNoBot)
 	e.fake.AddUser(slackfake.User{ID: uAna, Name: "ana", DisplayName: "Ana", Email: "ana@example.com"})
 	e.fake.AddUser(slackfake.User{ID: uOlga, Name: "olga", DisplayName: "Olga", Email: "olga@example.com"})
+	e.fake.AddUser(slackfake.User{ID: uIda, Name: "ida", DisplayName: "Ida", Email: "ida@example.net"})
 	e.fake.AddUser(slackfake.User{ID: uEve, Name: "eve", DisplayName: "Eve", Email: "eve@example.org"})
 	e.fake.AddGroup(slackfake.Group{ID: "S0ONCALL", Handle: "oncall", Name: "On call", Users: []string{uOlga}})
 	e.serveT()
@@ -134,7 +145,8 @@ func newEnv(t testing.TB, opts ...slackfake.Option) *env {
 }
 
 // serveT starts service "t": count (runs once, answers), slow (progress),
-// long (a plan too long for a message), fail (a user error).
+// wait (progress, held step by step by the test: see env.entered), long
+// (a plan too long for a message), fail (a user error).
 func (e *env) serveT() {
 	nc := natstest.ConnectURL(e.t, e.url)
 	spec := func(name, usage string, args ...*commandv1.ArgSpec) *commandv1.CommandSpec {
@@ -154,6 +166,27 @@ func (e *env) serveT() {
 					job.Progressf(ctx, "step %d of %d", i, n)
 				}
 				return job.Done(ctx, fmt.Sprintf("did %d steps", n))
+			}},
+		{Spec: spec("t wait", "t wait <steps>", &commandv1.ArgSpec{Name: "steps", Type: commandv1.ArgType_ARG_TYPE_INT, Required: true, Min: 1, Max: 10}),
+			Run: func(ctx context.Context, job *command.Job) error {
+				e.runs.add(job.Request().GetId())
+				n, _ := strconv.Atoi(job.Arg("steps"))
+				for i := 1; i <= n; i++ {
+					if err := job.Progressf(ctx, "step %d of %d", i, n); err != nil {
+						return err
+					}
+					select {
+					case e.entered <- i:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					select {
+					case <-e.release:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				return job.Done(ctx, fmt.Sprintf("waited through %d steps", n))
 			}},
 		{Spec: spec("t long", "t long"), Run: func(ctx context.Context, job *command.Job) error {
 			e.runs.add(job.Request().GetId())
@@ -188,6 +221,8 @@ func chatConfig() chat.Config {
 		Grants: []chat.Grant{
 			{Users: []string{"ana@example.com"}, Roles: []string{"admin"}},
 			{Groups: []string{"oncall"}, Roles: []string{"operator"}},
+			{Users: []string{"slack:" + uIda}, Roles: []string{"operator"}},
+			{Users: []string{promotedEmail}, Roles: []string{"operator"}},
 		},
 	}
 	return cfg
@@ -234,10 +269,20 @@ type replica struct {
 	cmds   string // URL of /slack/commands
 }
 
+// startReplica starts a replica with chatConfig. Its adapter keeps the
+// posts it delivers in the shared bucket, as the chat service wires it.
 func (e *env) startReplica(sc slack.Config, opts ...slack.Option) *replica {
 	e.t.Helper()
-	svc := e.startChat(chatConfig())
-	a, err := slack.New(sc, svc, e.log, opts...)
+	return e.startReplicaWith(chatConfig(), sc, opts...)
+}
+
+// startReplicaWith starts a replica with a chat configuration of the
+// test's (routing rules, say).
+func (e *env) startReplicaWith(cfg chat.Config, sc slack.Config, opts ...slack.Option) *replica {
+	e.t.Helper()
+	svc := e.startChat(cfg)
+	js := natstest.JetStream(e.t, natstest.ConnectURL(e.t, e.url))
+	a, err := slack.New(sc, svc, e.log, append([]slack.Option{slack.WithJetStream(js, 1)}, opts...)...)
 	if err != nil {
 		e.t.Fatalf("slack.New: %v", err)
 	}
@@ -298,6 +343,49 @@ func (e *env) thread(channel, ts string) []slackfake.Message {
 		}
 	}
 	return out
+}
+
+// await receives what a test's command sends, or fails the test when
+// nothing comes within waitTotal.
+func await[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitTotal):
+		t.Fatalf("%s: nothing after %v", what, waitTotal)
+		panic("unreachable")
+	}
+}
+
+// releaseStep lets "t wait" go on past its current step.
+func (e *env) releaseStep() {
+	e.t.Helper()
+	select {
+	case e.release <- struct{}{}:
+	case <-time.After(waitTotal):
+		e.t.Fatalf("t wait did not take its release within %v", waitTotal)
+	}
+}
+
+// clock is a time source a test moves by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Now()} }
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 // reactions returns the reactions on a message, as a sorted string.

@@ -36,6 +36,13 @@ type inbound struct {
 	retry int
 }
 
+// slashInfix marks the message id of a slash command, "<team>-slash-<trigger
+// id>": the chat core threads its answers under that id, but in Slack they
+// go to the channel, since a slash command leaves no message.
+const slashInfix = "-slash-"
+
+func isSlashID(s string) bool { return strings.Contains(s, slashInfix) }
+
 // key identifies the message Slack is telling about, whichever event,
 // retry or connection brings it.
 func (in inbound) key() string {
@@ -248,7 +255,7 @@ func (a *Adapter) process(ctx context.Context, in inbound) {
 	if in.kind == "slash" {
 		// A slash command leaves no message to thread under or react to;
 		// its answers go to the channel.
-		msg.Id = in.team + "-slash-" + in.triggerID
+		msg.Id = in.team + slashInfix + in.triggerID
 	} else {
 		msg.Id = in.team + "-" + in.ts
 		msg.Conversation.Thread = in.ts

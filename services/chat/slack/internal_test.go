@@ -66,6 +66,23 @@ func TestRenderEscapesAndMovesLongOutputToAFile(t *testing.T) {
 	}
 }
 
+func TestRenderShowsTextRepeatedAsTheFirstMarkdownBlockOnce(t *testing.T) {
+	t.Parallel()
+	text := "Triggered: Incident #621"
+	r := render(&chatv1.ChatPost{Text: text, Blocks: []*chatv1.Block{
+		{Content: &chatv1.Block_Markdown{Markdown: text}},
+		{Content: &chatv1.Block_Link{Link: &chatv1.Link{Label: "Details", Url: "https://acme.pagerduty.com/incidents/PINC621"}}},
+	}}, 3000)
+	b, _ := json.Marshal(r.blocks)
+	if n := strings.Count(string(b), "Incident #621"); n != 1 || len(r.blocks) != 2 {
+		t.Errorf("the text shows %d times in %d blocks, want once in 2: %s", n, len(r.blocks), b)
+	}
+	r = render(&chatv1.ChatPost{Text: "plan: 2 changes", Blocks: []*chatv1.Block{{Content: &chatv1.Block_Code{Code: "+ a\n+ b"}}}}, 3000)
+	if len(r.blocks) != 2 {
+		t.Errorf("text and a code block: %d blocks, want the text heading the code", len(r.blocks))
+	}
+}
+
 func TestPlanCoalescesNoticesOnlyWhenTheQueueGrows(t *testing.T) {
 	t.Parallel()
 	a := &Adapter{cfg: Config{DigestAfter: 3}}

@@ -75,7 +75,10 @@ func render(p *chatv1.ChatPost, max int) rendered {
 		r.file = &upload{name: fileName(p), title: cut(first, 200), content: full.String(), snippetType: "text"}
 	} else {
 		r.text = esc(text)
-		if text != "" && len(p.GetBlocks()) > 0 {
+		// The text heads the blocks, unless the first block already says
+		// it: text is also the fallback for adapters that show blocks
+		// instead (the console), so the router repeats it as markdown.
+		if bs := p.GetBlocks(); text != "" && len(bs) > 0 && bs[0].GetMarkdown() != text {
 			r.blocks = append(r.blocks, section(esc(text)))
 		}
 		for _, b := range p.GetBlocks() {

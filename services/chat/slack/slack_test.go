@@ -136,8 +136,9 @@ func TestRedeliveredEventRunsOnceAcrossRetriesAndReplicas(t *testing.T) {
 }
 
 func TestSocketModeReconnectsWithoutLosingOrRepeatingEvents(t *testing.T) {
-	// No rate limit: this test is about the connection, not pacing.
-	e := newEnv(t, slackfake.WithPostInterval(0))
+	// No rate limits: this test is about the connection, not pacing, and
+	// its 40 commands make more reactions a minute than Slack allows.
+	e := newEnv(t, slackfake.WithPostInterval(0), slackfake.WithoutMethodLimits())
 	cfg := chatConfig()
 	cfg.Slack = e.slackConfig(slack.ModeSocket)
 	cfg.Slack.PostInterval = 0
@@ -339,6 +340,11 @@ func TestSlashCommandRunsAndAnswersInTheChannel(t *testing.T) {
 		}
 		return fmt.Errorf("no answer in the channel yet")
 	})
+	// A slash command leaves no message: its answers belong in the
+	// channel, not in a thread that could not be found.
+	if strings.Contains(e.logs.String(), "not known") {
+		t.Errorf("the answer to a slash command was logged as having an unknown thread")
+	}
 }
 
 func TestUndeliverableChannelsAreSkippedAndReportedOnce(t *testing.T) {

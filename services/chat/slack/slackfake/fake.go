@@ -1,10 +1,16 @@
 // Package slackfake is an in-process Slack for tests: the Web API methods
-// switchboard's Slack adapter calls, with Slack's documented errors and its
-// per-channel rate limit on chat.postMessage (429 with Retry-After), the
+// switchboard's Slack adapter calls, with Slack's documented errors and
+// rate limits (429 with Retry-After: chat.postMessage about one per second
+// per channel, files.completeUploadExternal counted against the same
+// per-channel rate since sharing a file posts a message, and the per-method
+// tiers of chat.update, reactions.add/remove and the file upload), the
 // three-step file upload (files.getUploadURLExternal, the upload URL,
 // files.completeUploadExternal), and Socket Mode's WebSocket
-// (apps.connections.open, hello, envelopes, acknowledgements, disconnects
-// and redelivery of what was not acknowledged).
+// (apps.connections.open, hello, envelopes, acknowledgements, disconnects,
+// an envelope sent again on the same connection when its acknowledgement
+// does not come in time, and redelivery on the next connection of what was
+// not acknowledged). It keeps each message's versions and reaction history
+// so tests can check how a message got to where it is.
 //
 // It is hand-written rather than built on slack-go's slacktest because
 // slacktest has no Socket Mode, no 429s, no chat.update, reactions or the
@@ -41,14 +47,20 @@ const (
 
 // Message is a message the fake holds, as a channel shows it.
 type Message struct {
-	Channel   string
-	TS        string
-	ThreadTS  string
-	Text      string
-	Blocks    json.RawMessage
-	User      string
-	Edits     int
+	Channel  string
+	TS       string
+	ThreadTS string
+	Text     string
+	Blocks   json.RawMessage
+	User     string
+	Edits    int
+	// Versions are the texts the message has had, oldest first; the last
+	// is Text (chat.update adds one).
+	Versions  []string
 	Reactions map[string]bool
+	// Reacted is every change of its reactions, in order: "+eyes",
+	// "-eyes", "+white_check_mark".
+	Reacted []string
 	// Files shared with the message (files.completeUploadExternal).
 	Files []*File
 	// At is when the fake accepted it.
@@ -86,6 +98,35 @@ type channel struct {
 	messages []*Message
 }
 
+// Limit is a Web API method's rate limit: at most N calls in any window
+// of Per. More are answered 429 with Retry-After, in whole seconds, until
+// the oldest call in the window leaves it. Slack applies it per method,
+// per workspace and app.
+type Limit struct {
+	N   int
+	Per time.Duration
+}
+
+// Slack's rate-limit tiers (https://api.slack.com/apis/rate-limits);
+// Slack allows "N+" per minute, the fake exactly N.
+var (
+	Tier2 = Limit{N: 20, Per: time.Minute}
+	Tier3 = Limit{N: 50, Per: time.Minute}
+	Tier4 = Limit{N: 100, Per: time.Minute}
+)
+
+// defaultLimits are the documented tiers of the methods the adapter calls
+// besides chat.postMessage, whose limit is per channel (WithPostInterval).
+func defaultLimits() map[string]Limit {
+	return map[string]Limit{
+		"chat.update":                  Tier3,
+		"reactions.add":                Tier3,
+		"reactions.remove":             Tier2,
+		"files.getUploadURLExternal":   Tier4,
+		"files.completeUploadExternal": Tier4,
+	}
+}
+
 // Server is a fake Slack. Create it with Run; every method is safe for
 // concurrent use.
 type Server struct {
@@ -98,6 +139,10 @@ type Server struct {
 	// PostInterval is the least time between two chat.postMessage calls to
 	// one channel (Slack: about one per second); a faster post gets 429.
 	postInterval time.Duration
+	now          func() time.Time
+	limits       map[string]Limit
+	window       map[string][]time.Time // method → its calls in its Limit's window
+	limitedBy    map[string]int
 	channels     map[string]*channel
 	users        map[string]User
 	groups       []Group
@@ -120,6 +165,20 @@ type Option func(*Server)
 // (default one second; 0 turns it off).
 func WithPostInterval(d time.Duration) Option { return func(s *Server) { s.postInterval = d } }
 
+// WithLimit sets a method's rate limit; Limit{} turns it off. Methods
+// start with Slack's documented tiers (see defaultLimits).
+func WithLimit(method string, l Limit) Option { return func(s *Server) { s.limits[method] = l } }
+
+// WithoutMethodLimits turns off every per-method limit, for tests about
+// something else that make more calls a minute than Slack allows. The
+// per-channel posting limit stays (WithPostInterval).
+func WithoutMethodLimits() Option { return func(s *Server) { s.limits = map[string]Limit{} } }
+
+// WithClock sets the clock that rate limits count with (default
+// time.Now), so a test can hold time still and make a call "too fast"
+// for sure.
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
 // WithHook calls f for every Web API call before it is answered. f must
 // not call back into the server.
 func WithHook(f func(method string, form url.Values)) Option {
@@ -131,6 +190,10 @@ func Run(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{
 		postInterval: time.Second,
+		now:          time.Now,
+		limits:       defaultLimits(),
+		window:       map[string][]time.Time{},
+		limitedBy:    map[string]int{},
 		channels:     map[string]*channel{},
 		users:        map[string]User{},
 		files:        map[string]*File{},
@@ -223,6 +286,13 @@ func (s *Server) RateLimited() int {
 	return s.limited
 }
 
+// RateLimitedCalls returns how many calls of one method were answered 429.
+func (s *Server) RateLimitedCalls(method string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limitedBy[method]
+}
+
 // Messages returns a copy of a channel's messages (thread replies
 // included) in the order the fake accepted them.
 func (s *Server) Messages(channelID string) []Message {
@@ -239,6 +309,8 @@ func (s *Server) Messages(channelID string) []Message {
 		for k, v := range m.Reactions {
 			cp.Reactions[k] = v
 		}
+		cp.Versions = append([]string(nil), m.Versions...)
+		cp.Reacted = append([]string(nil), m.Reacted...)
 		out = append(out, cp)
 	}
 	return out
@@ -301,6 +373,42 @@ func fail(w http.ResponseWriter, code string) {
 	answer(w, map[string]any{"ok": false, "error": code})
 }
 
+// tooMany writes Slack's rate-limited answer: 429, Retry-After in whole
+// seconds (at least one), and the "ratelimited" error.
+func tooMany(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second))))
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusTooManyRequests)
+	io.WriteString(w, `{"ok":false,"error":"ratelimited"}`)
+}
+
+// allow counts a call of method against its Limit, or says how long
+// until the window has room. Call with mu.
+func (s *Server) allow(method string, now time.Time) (time.Duration, bool) {
+	l := s.limits[method]
+	if l.N <= 0 || l.Per <= 0 {
+		return 0, true
+	}
+	calls := s.window[method]
+	i := 0
+	for i < len(calls) && !calls[i].After(now.Add(-l.Per)) {
+		i++
+	}
+	calls = calls[i:]
+	if len(calls) >= l.N {
+		s.window[method] = calls
+		return calls[len(calls)-l.N].Add(l.Per).Sub(now), false
+	}
+	s.window[method] = append(calls, now)
+	return 0, true
+}
+
+// limit records a 429 of method. Call with mu.
+func (s *Server) limit(method string) {
+	s.limited++
+	s.limitedBy[method]++
+}
+
 func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 	method := strings.TrimPrefix(r.URL.Path, "/api/")
 	if err := r.ParseForm(); err != nil && !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
@@ -338,6 +446,16 @@ func (s *Server) api(w http.ResponseWriter, r *http.Request) {
 		}
 	case token != BotToken:
 		fail(w, "invalid_auth")
+		return
+	}
+	s.mu.Lock()
+	wait, ok := s.allow(method, s.now())
+	if !ok {
+		s.limit(method)
+	}
+	s.mu.Unlock()
+	if !ok {
+		tooMany(w, wait)
 		return
 	}
 	switch method {
@@ -438,15 +556,11 @@ func (s *Server) postMessage(w http.ResponseWriter, form url.Values) {
 		fail(w, code)
 		return
 	}
-	now := time.Now()
-	if s.postInterval > 0 && now.Sub(c.lastPost) < s.postInterval {
-		s.limited++
-		wait := s.postInterval - now.Sub(c.lastPost)
+	now := s.now()
+	if wait, ok := s.channelSlot(c, now); !ok {
+		s.limit("chat.postMessage")
 		s.mu.Unlock()
-		// Slack sends whole seconds.
-		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
-		w.WriteHeader(http.StatusTooManyRequests)
-		io.WriteString(w, `{"ok":false,"error":"ratelimited"}`)
+		tooMany(w, wait)
 		return
 	}
 	defer s.mu.Unlock()
@@ -467,9 +581,18 @@ func (s *Server) postMessage(w http.ResponseWriter, form url.Values) {
 	}
 	c.lastPost = now
 	m := &Message{Channel: c.id, TS: s.nextTS(), ThreadTS: form.Get("thread_ts"), Text: text, Blocks: json.RawMessage(blocks),
-		User: BotUserID, Reactions: map[string]bool{}, At: now}
+		User: BotUserID, Versions: []string{text}, Reactions: map[string]bool{}, At: now}
 	c.messages = append(c.messages, m)
 	answer(w, map[string]any{"channel": c.id, "ts": m.TS, "message": map[string]any{"text": text, "ts": m.TS, "user": BotUserID, "bot_id": BotID}})
+}
+
+// channelSlot says whether a message may be posted to c now (Slack: about
+// one a second per channel), or how long until it may. Call with mu.
+func (s *Server) channelSlot(c *channel, now time.Time) (time.Duration, bool) {
+	if s.postInterval > 0 && now.Sub(c.lastPost) < s.postInterval {
+		return s.postInterval - now.Sub(c.lastPost), false
+	}
+	return 0, true
 }
 
 func findMsg(c *channel, ts string) *Message {
@@ -504,6 +627,7 @@ func (s *Server) update(w http.ResponseWriter, form url.Values) {
 	m.Text = form.Get("text")
 	m.Blocks = json.RawMessage(form.Get("blocks"))
 	m.Edits++
+	m.Versions = append(m.Versions, m.Text)
 	answer(w, map[string]any{"channel": c.id, "ts": m.TS, "text": m.Text})
 }
 
@@ -529,8 +653,10 @@ func (s *Server) reaction(w http.ResponseWriter, form url.Values, add bool) {
 	default:
 		if add {
 			m.Reactions[name] = true
+			m.Reacted = append(m.Reacted, "+"+name)
 		} else {
 			delete(m.Reactions, name)
+			m.Reacted = append(m.Reacted, "-"+name)
 		}
 		answer(w, map[string]any{})
 	}
@@ -546,7 +672,7 @@ func (s *Server) AddMessage(channelID, user, text string) Message {
 		c = &channel{id: channelID, member: true}
 		s.channels[channelID] = c
 	}
-	m := &Message{Channel: channelID, TS: s.nextTS(), Text: text, User: user, Reactions: map[string]bool{}, At: time.Now()}
+	m := &Message{Channel: channelID, TS: s.nextTS(), Text: text, User: user, Versions: []string{text}, Reactions: map[string]bool{}, At: s.now()}
 	c.messages = append(c.messages, m)
 	return *m
 }
@@ -631,8 +757,17 @@ func (s *Server) completeUpload(w http.ResponseWriter, form url.Values) {
 			fail(w, code)
 			return
 		}
+		// Sharing a file posts a message, which counts against the
+		// channel's message rate like chat.postMessage.
+		now := s.now()
+		if wait, ok := s.channelSlot(c, now); !ok {
+			s.limit("files.completeUploadExternal")
+			tooMany(w, wait)
+			return
+		}
+		c.lastPost = now
 		m := &Message{Channel: ch, TS: s.nextTS(), ThreadTS: form.Get("thread_ts"), Text: form.Get("initial_comment"),
-			User: BotUserID, Reactions: map[string]bool{}, Files: shared, At: time.Now()}
+			User: BotUserID, Versions: []string{form.Get("initial_comment")}, Reactions: map[string]bool{}, Files: shared, At: now}
 		c.messages = append(c.messages, m)
 	}
 	for _, f := range shared {

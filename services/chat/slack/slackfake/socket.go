@@ -10,12 +10,21 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// Socket Mode acknowledgement timing, as Slack documents it for events:
+// an envelope not acknowledged within three seconds is sent again, up to
+// three times.
+const (
+	defaultAckTimeout = 3 * time.Second
+	maxSocketRetries  = 3
+)
+
 // envelope is one Socket Mode delivery, kept until acknowledged.
 type envelope struct {
 	ID       string
 	Type     string // events_api, slash_commands
 	Payload  json.RawMessage
 	attempts int
+	acked    bool
 }
 
 type sockConn struct {
@@ -31,17 +40,26 @@ func (c *sockConn) write(v any) error {
 }
 
 type socketState struct {
-	mu       sync.Mutex
-	conns    map[*sockConn]bool
-	pending  []*envelope // not yet acknowledged, oldest first
-	acked    map[string]int
-	sent     map[string]int
-	seq      int
-	opened   int
-	upgrader websocket.Upgrader
+	mu         sync.Mutex
+	conns      map[*sockConn]bool
+	pending    []*envelope // not yet acknowledged, oldest first
+	acked      map[string]int
+	sent       map[string]int
+	seq        int
+	opened     int
+	ackTimeout time.Duration
+	ignoreAcks int
+	upgrader   websocket.Upgrader
 }
 
+// WithAckTimeout sets how long Socket Mode waits for an acknowledgement
+// before it sends an envelope again on the same connection (Slack: 3s);
+// 0 turns the resending off (an envelope then comes again only on the
+// next connection).
+func WithAckTimeout(d time.Duration) Option { return func(s *Server) { s.sock.ackTimeout = d } }
+
 func (st *socketState) init() {
+	st.ackTimeout = defaultAckTimeout
 	st.conns = map[*sockConn]bool{}
 	st.acked = map[string]int{}
 	st.sent = map[string]int{}
@@ -102,8 +120,14 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		st.mu.Lock()
+		if st.ignoreAcks > 0 {
+			st.ignoreAcks--
+			st.mu.Unlock()
+			continue
+		}
 		for i, e := range st.pending {
 			if e.ID == ack.EnvelopeID {
+				e.acked = true
 				st.pending = append(st.pending[:i], st.pending[i+1:]...)
 				break
 			}
@@ -113,19 +137,49 @@ func (s *Server) socket(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// send writes an envelope to a connection and, when it is not
+// acknowledged within the ack timeout, writes it again there.
 func (s *Server) send(c *sockConn, e *envelope) {
 	st := &s.sock
 	st.mu.Lock()
 	e.attempts++
+	attempt := e.attempts
 	reason := ""
-	if e.attempts > 1 {
+	if attempt > 1 {
 		reason = "timeout"
 	}
 	st.sent[e.ID]++
 	msg := map[string]any{"envelope_id": e.ID, "type": e.Type, "payload": e.Payload,
-		"accepts_response_payload": e.Type == "slash_commands", "retry_attempt": e.attempts - 1, "retry_reason": reason}
+		"accepts_response_payload": e.Type == "slash_commands", "retry_attempt": attempt - 1, "retry_reason": reason}
+	timeout := st.ackTimeout
 	st.mu.Unlock()
 	c.write(msg)
+	if timeout > 0 {
+		time.AfterFunc(timeout, func() { s.resend(c, e, attempt) })
+	}
+}
+
+// resend sends e on c again if it is still unacknowledged after the send
+// that was its attempt-th, c is still open, and retries are left. A newer
+// send (a redelivery on a new connection) has its own timer.
+func (s *Server) resend(c *sockConn, e *envelope, attempt int) {
+	st := &s.sock
+	st.mu.Lock()
+	again := !e.acked && st.conns[c] && e.attempts == attempt && attempt <= maxSocketRetries
+	st.mu.Unlock()
+	if again {
+		s.send(c, e)
+	}
+}
+
+// IgnoreAcks makes the fake ignore the next n Socket Mode
+// acknowledgements, as if they came after the ack timeout: their envelopes
+// are sent again on the same connection, as Slack does with an app that
+// acknowledges too slowly.
+func (s *Server) IgnoreAcks(n int) {
+	s.sock.mu.Lock()
+	defer s.sock.mu.Unlock()
+	s.sock.ignoreAcks += n
 }
 
 // SendSocket delivers a payload over Socket Mode as an envelope of type
