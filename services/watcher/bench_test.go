@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
+	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/inventory"
@@ -82,6 +85,10 @@ func BenchmarkCycle10000Hosts(b *testing.B) {
 	}
 	kv, _ := inventory.Bucket(ctx, js)
 	if _, err := inventory.Publish(ctx, kv, "bench", inv, nil); err != nil {
+		b.Fatal(err)
+	}
+	// The lb service's bucket, which a cycle with bad hosts reads.
+	if _, err := bus.EnsureBucket(ctx, js, 1, jetstream.KeyValueConfig{Bucket: wire.BucketLBDesired, History: 5}); err != nil {
 		b.Fatal(err)
 	}
 	fr := newFakeRender(b, hosts, realisticData)

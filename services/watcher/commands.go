@@ -11,7 +11,6 @@ import (
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
 	eventv1 "github.com/switchboard-ops/switchboard/proto/sb/event/v1"
-	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
 
 	"github.com/switchboard-ops/switchboard/kit/command"
 	"github.com/switchboard-ops/switchboard/kit/emit"
@@ -93,7 +92,15 @@ func (s *Service) status(ctx context.Context, job *command.Job) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&b, "\n*%s* — backend %s, %s, every %s\n", ch.Name, ch.Backend, mode, ch.Interval)
+		sc, scopeErr := s.scopeOf(ctx, ch)
+		where := ch.Backend
+		if sc.env != "" {
+			where += " in " + sc.env
+		}
+		fmt.Fprintf(&b, "\n*%s* — backend %s, %s, every %s\n", ch.Name, where, mode, ch.Interval)
+		if scopeErr != nil {
+			fmt.Fprintf(&b, "  ⚠ cannot run: %v\n", scopeErr)
+		}
 		switch {
 		case st.LastRun.IsZero():
 			b.WriteString("  not evaluated yet\n")
@@ -124,12 +131,20 @@ func (s *Service) status(ctx context.Context, job *command.Job) error {
 			}
 			b.WriteString(line + "\n")
 		}
-		n := len(st.Removals)
-		if mode == ModeAdvisory {
-			n = len(st.Would)
+		removals := "?"
+		if scopeErr == nil && sc.env != "" {
+			bs, _, err := s.loadBackend(ctx, sc)
+			if err != nil {
+				return err
+			}
+			n := len(recent(bs.Removals, now))
+			if mode == ModeAdvisory {
+				n += len(recent(bs.Would, now))
+			}
+			removals = fmt.Sprint(n)
 		}
-		fmt.Fprintf(&b, "  limits: %d of %d removals in the last hour, keep ≥%.0f%% in service, cool-down %s\n",
-			n, ch.Safety.MaxRemovalsPerHour, ch.Safety.MinHealthyFraction*100, shortDuration(ch.Safety.Cooldown))
+		fmt.Fprintf(&b, "  limits: %s of %d removals from the backend in the last hour (all its checks), keep ≥%.0f%% in service and healthy, cool-down %s\n",
+			removals, ch.Safety.MaxRemovalsPerHour, ch.Safety.MinHealthyFraction*100, shortDuration(ch.Safety.Cooldown))
 		if len(st.Pending) > 0 {
 			for _, p := range st.Pending {
 				fmt.Fprintf(&b, "  in progress: `%s` (job %s)\n", p.Text, p.JobID)
@@ -174,7 +189,7 @@ func (s *Service) setMode(ctx context.Context, job *command.Job) error {
 	s.event(ctx, job, "mode", text, map[string]string{"check": ch.Name, "from": cur, "to": mode})
 	switch mode {
 	case ModeEnforce:
-		text += fmt.Sprintf(" The watcher will now remove sick hosts from %s (at most %d an hour, keeping ≥%.0f%% in service).",
+		text += fmt.Sprintf(" The watcher will now remove sick hosts from %s (at most %d an hour for the backend, keeping ≥%.0f%% of it in service and healthy).",
 			ch.Backend, ch.Safety.MaxRemovalsPerHour, ch.Safety.MinHealthyFraction*100)
 	case ModeAdvisory:
 		text += " The watcher will say what it would do, and do nothing."
@@ -230,13 +245,16 @@ func (s *Service) explain(ctx context.Context, job *command.Job) error {
 		return command.UserErrorf("%s is not in the inventory", host)
 	}
 	var found []Check
+	scopes := map[string]scope{}
 	for _, ch := range s.cfg.Checks {
-		if slices.ContainsFunc(snap.InBackend(ch.Backend), func(h *inventoryv1.Host) bool { return h.GetName() == host }) {
+		sc, err := selectHosts(snap, ch, s.checkKey[ch.Name])
+		if err == nil && slices.Contains(sc.hosts, host) {
 			found = append(found, ch)
+			scopes[ch.Name] = sc
 		}
 	}
 	if len(found) == 0 {
-		return command.UserErrorf("no check covers %s (it is in no checked backend, or not active)", host)
+		return command.UserErrorf("no check covers %s (it is in no checked backend and environment, or not active)", host)
 	}
 	_ = job.Progressf(ctx, "Reading %d check(s) for %s from Graphite…", len(found), host)
 	mutes, err := s.mutes(ctx)
@@ -250,8 +268,9 @@ func (s *Service) explain(ctx context.Context, job *command.Job) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&b, "*%s* (%s mode, backend %s, target `%s`)\n", ch.Name, mode, ch.Backend, strings.ReplaceAll(ch.Target, "{host}", metricNode(host)))
-		hosts, _ := s.hostsOf(ctx, ch)
+		sc := scopes[ch.Name]
+		fmt.Fprintf(&b, "*%s* (%s mode, backend %s in %s, target `%s`)\n", ch.Name, mode, ch.Backend, sc.env, strings.ReplaceAll(ch.Target, "{host}", metricNode(host)))
+		hosts := sc.hosts
 		series, err := s.fetch(ctx, ch, hosts)
 		if err != nil {
 			fmt.Fprintf(&b, "  Graphite did not answer: %v\n", err)

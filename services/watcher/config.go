@@ -63,8 +63,12 @@ type Conversation struct {
 type Check struct {
 	// Name is how commands refer to it ("superagg-canary").
 	Name string `yaml:"name"`
-	// Backend is the load balancer backend whose active hosts are checked,
-	// and from which a sick host is removed.
+	// Environment is the inventory environment whose hosts are checked. It
+	// may be left out only while the inventory has the backend in a single
+	// environment; the check does not run (and says why) otherwise.
+	Environment string `yaml:"environment"`
+	// Backend is the load balancer backend whose active hosts (in
+	// Environment) are checked, and from which a sick host is removed.
 	Backend string `yaml:"backend"`
 	// Target is the Graphite target of one host, with {host} where the host
 	// name goes (dots in host names become underscores).
@@ -168,6 +172,8 @@ func (ch Check) validate() error {
 	switch {
 	case !checkName.MatchString(ch.Name):
 		return fmt.Errorf("name: %q must be lower case letters, digits, - and _", ch.Name)
+	case ch.Environment != strings.TrimSpace(ch.Environment):
+		return fmt.Errorf("environment: %q has spaces around it", ch.Environment)
 	case ch.Backend == "":
 		return errors.New("backend: required")
 	case !slices.Contains([]string{BatchList, BatchWildcard, BatchAlias}, ch.Batch):

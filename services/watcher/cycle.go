@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -211,12 +212,22 @@ func (s *Service) Cycle(ctx context.Context, name string) error {
 	if slot <= st.Slot {
 		return nil // this interval was evaluated already (by us or a previous leader)
 	}
-	hosts, err := s.hostsOf(ctx, ch)
+	id := func(kind, host string) string {
+		return fmt.Sprintf("watcher-%s-%d-%s-%s", wire.Token(name), slot, kind, wire.Token(host))
+	}
+	sc, err := s.scopeOf(ctx, ch)
+	if se := (*scopeError)(nil); errors.As(err, &se) {
+		return s.cannotRun(ctx, ch, st, rev, se, id("problem", ""), slot, now)
+	}
 	if err != nil {
 		return err
 	}
-	if len(hosts) == 0 {
-		return nil
+	st.Problem = ""
+	if len(sc.hosts) == 0 {
+		st.Slot, st.LastRun = slot, now
+		st.Summary = fmt.Sprintf("no active host of backend %s in the inventory", ch.Backend)
+		_, err := s.saveState(ctx, name, st, rev)
+		return err
 	}
 	mutes, err := s.mutes(ctx)
 	if err != nil {
@@ -226,18 +237,15 @@ func (s *Service) Cycle(ctx context.Context, name string) error {
 	for h, m := range mutes {
 		muted[h] = m.Until
 	}
-	series, ferr := s.fetch(ctx, ch, hosts)
+	series, ferr := s.fetch(ctx, ch, sc.hosts)
 	var ev Evaluation
 	if ferr != nil {
 		ev = Evaluation{Outage: true, OutageReason: "Graphite did not answer: " + ferr.Error()}
 	} else {
-		ev = Evaluate(ch.rule(), hosts, series)
+		ev = Evaluate(ch.rule(), sc.hosts, series)
 	}
 	var intents []Intent
 	var notices []Notice
-	id := func(kind, host string) string {
-		return fmt.Sprintf("watcher-%s-%d-%s-%s", wire.Token(name), slot, kind, wire.Token(host))
-	}
 	switch {
 	case ev.Outage && !st.Outage:
 		notices = append(notices, Notice{ID: id("outage", ""), Kind: "outage", Error: true,
@@ -249,16 +257,45 @@ func (s *Service) Cycle(ctx context.Context, name string) error {
 			Text: fmt.Sprintf("Metrics for check %s (backend %s) are back: %d hosts reporting. Evaluating again.", name, ch.Backend, ev.Good+ev.Bad)})
 		st.Outage, st.Reason = false, ""
 	}
+	// recorded: the removals this cycle added to the backend's shared
+	// record, taken back if the state that goes with them is not saved.
+	recorded := false
+	// The backend's lock is held from reading its shared record until the
+	// state that goes with it is saved.
+	unlock := func() {}
+	defer func() { unlock() }()
 	if !ev.Outage {
-		ds := Step(st, ev, Situation{Mode: mode, Hysteresis: ch.Hysteresis, Safety: ch.Safety, Muted: muted, Size: len(hosts), Now: now})
+		sit := Situation{Check: name, Mode: mode, Hysteresis: ch.Hysteresis, Safety: ch.Safety, Muted: muted, Size: len(sc.hosts), Now: now}
+		// Only a bad host can be acted on, and only then does the
+		// watcher need to know what else is out of service.
+		if ev.Bad > 0 {
+			out, err := s.lbOutOfService(ctx, sc)
+			if err != nil {
+				s.log.Warn("read the load balancer's state; no host is removed", "check", name, "error", err)
+				sit.LBUnknown = err.Error()
+			}
+			sit.OutOfService = out
+		}
+		unlock = sync.OnceFunc(s.lockBackend(sc))
+		bs, brev, err := s.loadBackend(ctx, sc)
+		if err != nil {
+			return err
+		}
+		ds := Step(st, bs, ev, sit)
 		for _, d := range ds {
-			n, in := s.render(ch, d, id(d.Kind, d.Host), now)
+			n, in := s.render(ch, sc, d, id(d.Kind, d.Host), now)
 			notices = append(notices, n)
 			if in != nil {
 				intents = append(intents, *in)
 			}
+			recorded = recorded || d.Kind == KindAct || d.Kind == KindWouldAct
 		}
-		st.Summary = fmt.Sprintf("%d hosts: %d good, %d bad, %d without data", len(hosts), ev.Good, ev.Bad, ev.Unknown)
+		if recorded {
+			if err := s.saveBackend(ctx, sc, bs, brev); err != nil {
+				return err
+			}
+		}
+		st.Summary = fmt.Sprintf("%d hosts: %d good, %d bad, %d without data", len(sc.hosts), ev.Good, ev.Bad, ev.Unknown)
 	} else {
 		st.Summary = "metrics outage: " + ev.OutageReason
 	}
@@ -266,8 +303,14 @@ func (s *Service) Cycle(ctx context.Context, name string) error {
 	st.Outbox = append(st.Outbox, notices...)
 	st.Pending = append(st.Pending, intents...)
 	if _, err := s.saveState(ctx, name, st, rev); err != nil {
+		if recorded {
+			if ferr := s.forgetRemovals(ctx, sc, name, now); ferr != nil {
+				s.log.Error("take back removals of a cycle that was not saved", "check", name, "error", ferr)
+			}
+		}
 		return err
 	}
+	unlock()
 	for _, d := range notices {
 		if d.Kind == KindWouldAct {
 			s.wouldAct.Add(ctx, 1, metric.WithAttributes(attribute.String("check", name), attribute.String("backend", ch.Backend)))
@@ -277,13 +320,31 @@ func (s *Service) Cycle(ctx context.Context, name string) error {
 	return nil
 }
 
+// cannotRun records that a check cannot choose its hosts and says so once,
+// naming the config key to fix.
+func (s *Service) cannotRun(ctx context.Context, ch Check, st *CheckState, rev uint64, se *scopeError, noticeID string, slot int64, now time.Time) error {
+	st.Slot, st.LastRun, st.Summary = slot, now, "not running: "+se.Error()
+	if st.Problem != se.Error() {
+		st.Problem = se.Error()
+		st.Outbox = append(st.Outbox, Notice{ID: noticeID, Kind: "problem", Error: true,
+			Text: fmt.Sprintf("Check %s cannot run: %s. It evaluates nothing until the watcher's config or the inventory is fixed.", ch.Name, se)})
+		s.log.Warn("check cannot run", "check", ch.Name, "error", se)
+	}
+	if _, err := s.saveState(ctx, ch.Name, st, rev); err != nil {
+		return err
+	}
+	s.finish(ctx, ch, st.Outbox, st.Pending)
+	return nil
+}
+
 // render turns a decision into the notice to publish and, for an action,
 // the intent to record.
-func (s *Service) render(ch Check, d Decision, id string, now time.Time) (Notice, *Intent) {
+func (s *Service) render(ch Check, sc scope, d Decision, id string, now time.Time) (Notice, *Intent) {
 	graph := s.graph(ch, d.Host)
 	desc := d.Reading.Describe(ch.Window)
 	n := Notice{ID: id, Kind: d.Kind, Host: d.Host, Graph: graph, Field: map[string]string{
-		"check": ch.Name, "backend": ch.Backend, "host": d.Host, "ratio": strconv.FormatFloat(d.Reading.Ratio, 'f', 3, 64),
+		"check": ch.Name, "backend": ch.Backend, "environment": sc.env, "host": d.Host,
+		"ratio": strconv.FormatFloat(d.Reading.Ratio, 'f', 3, 64),
 	}}
 	switch d.Kind {
 	case KindSick:

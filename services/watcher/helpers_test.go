@@ -2,6 +2,7 @@ package watcher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -43,12 +44,64 @@ type env struct {
 	nc   *nats.Conn
 	chat *chat.Service
 	lb   *fakeLB
+	lbKV jetstream.KeyValue // sb_lb_desired
+	// envOf is each host's environment in the inventory.
+	envOf map[string]string
+}
+
+// setLBState writes the desired state of host in backend superagg to
+// sb_lb_desired the way the lb service's commands do (key
+// srv.<env>.<backend>.<server>, JSON; services/lb/desired.go).
+func (e *env) setLBState(host, state, by, command string) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.putLBState(ctx, host, state, by, command); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) putLBState(ctx context.Context, host, state, by, command string) error {
+	env := e.envOf[host]
+	v, err := json.Marshal(map[string]any{
+		"env": env, "backend": "superagg", "server": host, "state": state,
+		"reason": "kernel update", "by": by, "command": command,
+		"command_id": "cmd-" + host, "job_id": "job-" + host, "at": time.Now().UTC(),
+	})
+	if err != nil {
+		return err
+	}
+	_, err = e.lbKV.Put(ctx, "srv."+env+".superagg."+host, v)
+	return err
 }
 
 func newEnv(t *testing.T, hosts []string) *env {
 	t.Helper()
+	inv := superaggHosts("production", hosts)
+	inv = append(inv, &inventoryv1.Host{Name: "web-1", Environment: "production", Role: "web", Backends: []string{"www"},
+		State: inventoryv1.HostState_HOST_STATE_ACTIVE})
+	return newEnvWithInventory(t, inv)
+}
+
+// superaggHosts are active hosts of backend superagg in env.
+func superaggHosts(env string, names []string) []*inventoryv1.Host {
+	var out []*inventoryv1.Host
+	for _, h := range names {
+		out = append(out, &inventoryv1.Host{Name: h, Environment: env, Role: "superagg", Backends: []string{"superagg"},
+			State: inventoryv1.HostState_HOST_STATE_ACTIVE})
+	}
+	return out
+}
+
+// newEnvWithInventory is newEnv with the inventory given, and the lb
+// service's bucket sb_lb_desired declared as lb declares it.
+func newEnvWithInventory(t *testing.T, inv []*inventoryv1.Host) *env {
+	t.Helper()
 	s := natstest.RunServer(t)
-	e := &env{t: t, url: s.ClientURL()}
+	e := &env{t: t, url: s.ClientURL(), envOf: map[string]string{}}
+	for _, h := range inv {
+		e.envOf[h.GetName()] = h.GetEnvironment()
+	}
 	e.nc = natstest.ConnectURL(t, e.url)
 	e.js = natstest.JetStream(t, e.nc)
 	ctx := natstest.Context(t, 20*time.Second)
@@ -59,14 +112,14 @@ func newEnv(t *testing.T, hosts []string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var inv []*inventoryv1.Host
-	for _, h := range hosts {
-		inv = append(inv, &inventoryv1.Host{Name: h, Environment: "production", Role: "superagg", Backends: []string{"superagg"},
-			State: inventoryv1.HostState_HOST_STATE_ACTIVE})
-	}
-	inv = append(inv, &inventoryv1.Host{Name: "web-1", Environment: "production", Role: "web", Backends: []string{"www"},
-		State: inventoryv1.HostState_HOST_STATE_ACTIVE})
 	if _, err := inventory.Publish(ctx, kv, "r1", inv, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.lbKV, err = bus.EnsureBucket(ctx, e.js, 1, jetstream.KeyValueConfig{
+		Bucket: wire.BucketLBDesired, Description: "lb: desired state of servers and rate limits, reconciliation bookkeeping",
+		History: 5, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := chat.DefaultConfig()
@@ -100,8 +153,9 @@ func newEnv(t *testing.T, hosts []string) *env {
 	return e
 }
 
-// fakeLB is a stand-in for the lb service's "lb remove" (the real one is
-// built in parallel): it records each run and answers like lb would.
+// fakeLB is a stand-in for the lb service's "lb remove": it records each
+// run, keeps the server's desired state in sb_lb_desired and answers like
+// lb would.
 type fakeLB struct {
 	mu   sync.Mutex
 	runs []*commandv1.CommandRequest
@@ -141,6 +195,11 @@ func (e *env) startFakeLB() *fakeLB {
 			f.mu.Unlock()
 			if fail {
 				return command.UserErrorf("removing %s would leave backend %s below its minimum", job.Arg("host"), job.Arg("backend"))
+			}
+			if !job.DryRun() {
+				if err := e.putLBState(ctx, job.Arg("host"), "maint", job.Requester().GetName(), job.Request().GetCommand()); err != nil {
+					return fmt.Errorf("save desired state of %s: %w", job.Arg("host"), err)
+				}
 			}
 			return job.Done(ctx, fmt.Sprintf("%s removed from %s", job.Arg("host"), job.Arg("backend")))
 		},
@@ -347,6 +406,14 @@ func newFeed() *feed { return &feed{stopped: map[string]int64{}} }
 func (f *feed) stop(host string, at time.Time) {
 	f.mu.Lock()
 	f.stopped[host] = at.Unix()
+	f.mu.Unlock()
+}
+
+// resume makes host's data whole again, the past included (as if it had
+// been sent late).
+func (f *feed) resume(host string) {
+	f.mu.Lock()
+	delete(f.stopped, host)
 	f.mu.Unlock()
 }
 

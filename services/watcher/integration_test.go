@@ -3,6 +3,7 @@ package watcher
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -99,7 +100,7 @@ func TestWithRealGraphiteRealChatRealLBAndRealHAProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(g.URL)
-	_, stop := e.startWatcher(cfg, Deps{})
+	svc, stop := e.startWatcher(cfg, Deps{})
 
 	p := e.waitPost("superagg-0003 looks sick (canary", "of expected over 5 min", "would remove it from backend superagg")
 	t.Logf("advisory: %s", p.GetText())
@@ -123,6 +124,13 @@ func TestWithRealGraphiteRealChatRealLBAndRealHAProxy(t *testing.T) {
 		if st, _ := hap.State("superagg", h); st != "ready" {
 			t.Fatalf("%s is %s, want ready", h, st)
 		}
+	}
+	// The watcher reads the desired state the real lb wrote: what its
+	// minimum-in-service check counts as out.
+	ctx := natstest.Context(t, 10*time.Second)
+	out, err := svc.lbOutOfService(ctx, scope{env: "production", backend: "superagg", hosts: hosts})
+	if err != nil || !maps.Equal(out, map[string]bool{"superagg-0003": true}) {
+		t.Fatalf("out of service per lb's desired state: %v (%v), want superagg-0003", out, err)
 	}
 
 	// Graphite goes away: a metrics outage, said once, and no action even

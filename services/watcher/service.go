@@ -69,6 +69,7 @@ type Deps struct {
 type Service struct {
 	cfg      Config
 	checks   map[string]Check
+	checkKey map[string]string // check name → "watcher.checks[i]", for errors
 	log      *slog.Logger
 	baseLog  *slog.Logger
 	tracing  trace.TracerProvider
@@ -85,13 +86,15 @@ type Service struct {
 	instance string
 	lease    *lease
 
-	mu       sync.Mutex
-	srv      *command.Server
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	inflight map[string]bool // message ids being followed by this replica
-	cycleMu  map[string]*sync.Mutex
-	stopCh   chan struct{}
+	mu        sync.Mutex
+	srv       *command.Server
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	inflight  map[string]bool // message ids being followed by this replica
+	cycleMu   map[string]*sync.Mutex
+	backendMu map[string]*sync.Mutex // by scope.key()
+	lbKV      jetstream.KeyValue     // sb_lb_desired, once it could be opened
+	stopCh    chan struct{}
 }
 
 // New prepares a watcher replica; Start makes it work.
@@ -140,25 +143,28 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		return nil, fmt.Errorf("watcher: %w", err)
 	}
 	s := &Service{
-		cfg:      cfg,
-		checks:   map[string]Check{},
-		baseLog:  d.Log,
-		log:      d.Log.With("service", "watcher", "instance", d.Instance),
-		tracing:  d.Tracing,
-		meter:    d.Meter,
-		nc:       d.NC,
-		js:       js,
-		kv:       kv,
-		jobs:     store,
-		invKV:    invKV,
-		gr:       d.Graphite,
-		now:      d.Now,
-		instance: d.Instance,
-		inflight: map[string]bool{},
-		cycleMu:  map[string]*sync.Mutex{},
+		cfg:       cfg,
+		checks:    map[string]Check{},
+		checkKey:  map[string]string{},
+		baseLog:   d.Log,
+		log:       d.Log.With("service", "watcher", "instance", d.Instance),
+		tracing:   d.Tracing,
+		meter:     d.Meter,
+		nc:        d.NC,
+		js:        js,
+		kv:        kv,
+		jobs:      store,
+		invKV:     invKV,
+		gr:        d.Graphite,
+		now:       d.Now,
+		instance:  d.Instance,
+		inflight:  map[string]bool{},
+		cycleMu:   map[string]*sync.Mutex{},
+		backendMu: map[string]*sync.Mutex{},
 	}
-	for _, ch := range cfg.Checks {
+	for i, ch := range cfg.Checks {
 		s.checks[ch.Name] = ch
+		s.checkKey[ch.Name] = fmt.Sprintf("watcher.checks[%d]", i)
 		s.cycleMu[ch.Name] = &sync.Mutex{}
 	}
 	s.lease = &lease{kv: kv, me: d.Instance, ttl: cfg.Lease, now: d.Now}
@@ -253,19 +259,6 @@ func (s *Service) snapshot(ctx context.Context) (*inventory.Snapshot, error) {
 	}
 	s.inv.CompareAndSwap(nil, snap)
 	return snap, nil
-}
-
-// hostsOf lists the active hosts a check covers.
-func (s *Service) hostsOf(ctx context.Context, ch Check) ([]string, error) {
-	snap, err := s.snapshot(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read inventory: %w", err)
-	}
-	var out []string
-	for _, h := range snap.InBackend(ch.Backend) {
-		out = append(out, h.GetName())
-	}
-	return out, nil
 }
 
 // loop evaluates a check every interval while this replica leads.

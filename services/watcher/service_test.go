@@ -260,16 +260,19 @@ func TestAnIntentRecordedByADeadReplicaIsSentOnce(t *testing.T) {
 			in := Intent{Host: "superagg-0003", Backend: "superagg", MessageID: "watcher-superagg-canary-1-acted-superagg-0003",
 				Text: "lb remove superagg-0003 superagg -- watcher check superagg-canary: canary 0% of expected over 5 min", At: now}
 			st := &CheckState{
-				Hosts:    map[string]*HostState{"superagg-0003": {Bad: 3, Sick: true, SickSince: now, Acted: true, LastAction: now}},
-				Removals: []time.Time{now},
-				Pending:  []Intent{in},
-				Slot:     now.Unix(),
+				Hosts:   map[string]*HostState{"superagg-0003": {Bad: 3, Sick: true, SickSince: now, Acted: true, LastAction: now}},
+				Pending: []Intent{in},
+				Slot:    now.Unix(),
 			}
 			svc, err := New(ctx, cfg, Deps{NC: natstest.ConnectURL(t, e.url), Instance: "dead"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := svc.saveState(ctx, "superagg-canary", st, 0); err != nil {
+				t.Fatal(err)
+			}
+			removal := &BackendState{Removals: []Removal{{Host: "superagg-0003", Check: "superagg-canary", At: now}}}
+			if err := svc.saveBackend(ctx, scope{env: "production", backend: "superagg"}, removal, 0); err != nil {
 				t.Fatal(err)
 			}
 			if sentBeforeDeath {
@@ -336,6 +339,7 @@ func TestConfigValidationNamesTheKey(t *testing.T) {
 		{func(c *Config) { c.Checks[0].Aggregate = AggSum }, "expected"},
 		{func(c *Config) { c.Checks = append(c.Checks, c.Checks[0]) }, "used twice"},
 		{func(c *Config) { c.Action = "lb remove {host}" }, "watcher.action"},
+		{func(c *Config) { c.Checks[0].Environment = "production " }, "watcher.checks[0]: environment"},
 	} {
 		cfg := testConfig("http://graphite:8080")
 		tc.change(&cfg)
