@@ -20,30 +20,36 @@ import (
 	"github.com/switchboard-ops/switchboard/services/deployer/gitrepo"
 )
 
-var deploySpec = &commandv1.CommandSpec{
-	Name:    "deploy",
-	Usage:   "deploy <service> <role@env> --version=<v> [--batch=10] [--max-failures=0] [--tags=a,b] [--dry-run]",
-	Summary: "Pin a service's version for a role in the ENC, then run Puppet on the role's hosts in batches.",
-	Help: "Pins <service> → <role> → <version> in environments/<env>.yaml (a no-op when it is pinned already), " +
-		"then runs Puppet on every active host of the role in that environment, --batch hosts at a time, reporting each batch. " +
-		"It stops when more than --max-failures hosts failed. `cancel <job>` stops it after the running batch. " +
-		"If the replica running it dies, another one resumes at the next unfinished batch; finished batches never run twice. " +
-		"`deploy status <job>` shows where it is.",
-	Example: "deploy carbonpickle api@production --version=0.2.9.12 --batch=5 --max-failures=1",
-	Args: []*commandv1.ArgSpec{
-		{Name: "service", Type: commandv1.ArgType_ARG_TYPE_STRING, Required: true, Help: "the service, as named in the ENC's pins"},
-		{Name: "target", Type: commandv1.ArgType_ARG_TYPE_ROLE_ENV, Required: true, Help: "role@environment"},
-	},
-	Flags: []*commandv1.FlagSpec{
-		{Name: "version", Type: commandv1.ArgType_ARG_TYPE_VERSION, Help: "version to pin and deploy (required)"},
-		{Name: "batch", Type: commandv1.ArgType_ARG_TYPE_INT, Help: "hosts per batch", Default: "10", Min: 1, Max: 500},
-		{Name: "max-failures", Type: commandv1.ArgType_ARG_TYPE_INT, Help: "failed hosts tolerated before stopping", Default: "0", Min: 0, Max: 100000},
-		{Name: "tags", Type: commandv1.ArgType_ARG_TYPE_STRING, Help: "Puppet tags, comma-separated"},
-	},
-	SupportsDryRun: true,
-	Mutating:       true,
-	Resumable:      true,
-	Confirm:        commandv1.ConfirmPolicy_CONFIRM_POLICY_NEVER,
+// deploySpec is deploy's spec with the configured batch size (Config.Batch)
+// as --batch's default: it is what a deploy without --batch uses, so help
+// shows that number.
+func deploySpec(defaultBatch int) *commandv1.CommandSpec {
+	return &commandv1.CommandSpec{
+		Name:    "deploy",
+		Usage:   fmt.Sprintf("deploy <service> <role@env> --version=<v> [--batch=%d] [--max-failures=0] [--tags=a,b] [--dry-run]", defaultBatch),
+		Summary: "Pin a service's version for a role in the ENC, then run Puppet on the role's hosts in batches.",
+		Help: "Pins <service> → <role> → <version> in environments/<env>.yaml (a no-op when it is pinned already), " +
+			"then runs Puppet on every active host of the role in that environment, --batch hosts at a time, reporting each batch. " +
+			"It stops when more than --max-failures hosts failed. `cancel <job>` stops it after the running batch. " +
+			"If the replica running it dies, another one resumes at the next unfinished batch; finished batches never run twice. " +
+			"`deploy status <job>` shows where it is.",
+		Example: "deploy carbonpickle api@production --version=0.2.9.12 --batch=5 --max-failures=1",
+		Args: []*commandv1.ArgSpec{
+			{Name: "service", Type: commandv1.ArgType_ARG_TYPE_STRING, Required: true, Help: "the service, as named in the ENC's pins"},
+			{Name: "target", Type: commandv1.ArgType_ARG_TYPE_ROLE_ENV, Required: true, Help: "role@environment"},
+		},
+		Flags: []*commandv1.FlagSpec{
+			{Name: "version", Type: commandv1.ArgType_ARG_TYPE_VERSION, Help: "version to pin and deploy (required)"},
+			{Name: "batch", Type: commandv1.ArgType_ARG_TYPE_INT, Help: "hosts per batch; without it, the configured deployer.batch",
+				Default: strconv.Itoa(defaultBatch), Min: 1, Max: 500},
+			{Name: "max-failures", Type: commandv1.ArgType_ARG_TYPE_INT, Help: "failed hosts tolerated before stopping", Default: "0", Min: 0, Max: 100000},
+			{Name: "tags", Type: commandv1.ArgType_ARG_TYPE_STRING, Help: "Puppet tags, comma-separated"},
+		},
+		SupportsDryRun: true,
+		Mutating:       true,
+		Resumable:      true,
+		Confirm:        commandv1.ConfirmPolicy_CONFIRM_POLICY_NEVER,
+	}
 }
 
 var deployStatusSpec = &commandv1.CommandSpec{

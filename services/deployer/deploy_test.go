@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	eventv1 "github.com/switchboard-ops/switchboard/proto/sb/event/v1"
 	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
 	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/kit/natstest"
+	"github.com/switchboard-ops/switchboard/services/chat"
 )
 
 func TestDeployPinsTheVersionThenRunsPuppetInBatches(t *testing.T) {
@@ -225,4 +227,39 @@ func TestAReplicaStoppedMidRolloutIsResumedAtTheNextBatchWithoutRerunningFinishe
 			t.Errorf("%s never ran", h)
 		}
 	}
+}
+
+// Help shows the batch size a deploy without --batch uses: the configured
+// one, not a number written in the spec.
+func TestDeployHelpShowsTheConfiguredBatchSize(t *testing.T) {
+	e := newEnv(t, webHosts(5))
+	cfg := e.config()
+	cfg.Batch = 4
+	e.start(cfg)
+	e.startChat(chat.DefaultRBAC())
+	e.waitChatKnows("deploy")
+
+	thread := fmt.Sprintf("help-deploy-%d", time.Now().UnixNano())
+	r := e.chat.Handle(natstest.Context(t, 10*time.Second), &chatv1.ChatMessage{Id: thread, Text: "help deploy",
+		Conversation: &chatv1.Conversation{Adapter: "console", Channel: "ops", Thread: thread},
+		Author:       &chatv1.Identity{Id: "console:ana", Name: "Ana"}})
+	if r.GetStatus() != chatv1.IngressStatus_INGRESS_STATUS_ANSWERED {
+		t.Fatalf("help deploy: %s %s", r.GetStatus(), r.GetMessage())
+	}
+	help, _ := natstest.WaitPost(t, e.js, wire.ChatPostSubject("console", "ops"), thread, 10*time.Second, 50*time.Millisecond,
+		func(p *chatv1.ChatPost) bool { return strings.Contains(p.GetText(), "usage:") })
+	for _, want := range []string{"[--batch=4]", "hosts per batch; without it, the configured deployer.batch (default 4)"} {
+		if !strings.Contains(help.GetText(), want) {
+			t.Errorf("help deploy does not say %q:\n%s", want, help.GetText())
+		}
+	}
+	for _, stale := range []string{"--batch=10", "(default 10)"} {
+		if strings.Contains(help.GetText(), stale) {
+			t.Errorf("help deploy still says %q:\n%s", stale, help.GetText())
+		}
+	}
+
+	// And a deploy without --batch runs batches of that size.
+	p := e.run("deploy", map[string]string{"service": "frontend", "target": "web@production"}, map[string]string{"version": "1.1.0"}, true)
+	wantOK(t, p, "7 host(s) in 2 batch(es) of 4")
 }

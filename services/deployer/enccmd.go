@@ -25,16 +25,23 @@ var encGetSpec = &commandv1.CommandSpec{
 
 var encSetSpec = &commandv1.CommandSpec{
 	Name:    "enc set",
-	Usage:   "enc set <host> <key>=<value>… [--dry-run] [-- reason]",
+	Usage:   "enc set <host> <key>=<value>… [--drop-class-parameters] [--dry-run] [-- reason]",
 	Summary: "Change keys of a host's ENC file and commit.",
 	Help: "Keys: environment, role, state (active | spare | decommissioned), fqdn, ipv4, ipv6, backends and classes " +
 		"(comma-separated lists), parameters.<name>. The value ~ removes a key. Comments and key order in the file are kept. " +
+		"A parameter is written as in YAML: 8080 is an integer, true and false are booleans, anything else is a string; " +
+		"quote the value to keep it a string (parameters.port='\"8080\"'). " +
+		"When the host's classes carry parameters (class → parameters), classes= keeps the parameters of the classes it names; " +
+		"removing a class that has parameters needs --drop-class-parameters. " +
 		"The change is refused, and nothing committed, if the ENC would have a problem it did not have (a duplicate IP, a backend " +
 		"that does not exist …).",
-	Example: "enc set web-0001 ipv4=10.0.1.11 parameters.ntp_server=ntp2.example.com -- renumbered rack 4",
+	Example: "enc set web-0001 ipv4=10.0.1.11 parameters.ntp_server=ntp2.example.com parameters.workers=16 -- renumbered rack 4",
 	Args: []*commandv1.ArgSpec{
 		{Name: "host", Type: commandv1.ArgType_ARG_TYPE_HOST, Required: true, Help: "the host"},
 		{Name: "sets", Type: commandv1.ArgType_ARG_TYPE_KEY_VALUE, Required: true, Variadic: true, Help: "key=value, one or more"},
+	},
+	Flags: []*commandv1.FlagSpec{
+		{Name: "drop-class-parameters", Type: commandv1.ArgType_ARG_TYPE_BOOL, Help: "let classes= remove classes that have parameters, with them"},
 	},
 	SupportsDryRun: true,
 	Mutating:       true,
@@ -120,11 +127,12 @@ func listOr(s []string) string {
 
 // parseSets splits the comma-joined variadic key=value words back into
 // sets; a word without "=" continues the previous value's list
-// ("backends=www,api").
+// ("backends=www,api"), and so does any word while the previous value has
+// a quote open (parameters.motd="hello, world").
 func parseSets(raw string) ([]enc.Set, error) {
 	var words []string
 	for _, w := range strings.Split(raw, ",") {
-		if !strings.Contains(w, "=") && len(words) > 0 {
+		if len(words) > 0 && (!strings.Contains(w, "=") || quoteOpen(words[len(words)-1])) {
 			words[len(words)-1] += "," + w
 			continue
 		}
@@ -141,13 +149,25 @@ func parseSets(raw string) ([]enc.Set, error) {
 	return sets, nil
 }
 
+// quoteOpen reports whether the value of key=value starts a quote it does
+// not end.
+func quoteOpen(kv string) bool {
+	_, v, _ := strings.Cut(kv, "=")
+	if v == "" || (v[0] != '"' && v[0] != '\'') {
+		return false
+	}
+	return len(v) == 1 || v[len(v)-1] != v[0] || (v[0] == '"' && strings.HasSuffix(v, `\"`) && !strings.HasSuffix(v, `\\"`))
+}
+
 func (s *Service) encSet(ctx context.Context, job *command.Job) error {
 	host := job.Arg("host")
 	sets, err := parseSets(job.Arg("sets"))
 	if err != nil {
 		return command.UserError(err)
 	}
+	opts := enc.ApplyOptions{DropClassParameters: job.Flag("drop-class-parameters") == "true"}
 	var before, after []byte
+	var dropped []string
 	e := func(inv *enc.Inventory, t *gitrepo.Tree) ([]gitrepo.Change, error) {
 		if inv.Hosts[host] == nil {
 			return nil, command.UserErrorf("%s is not in the inventory; nothing was changed", host)
@@ -156,10 +176,19 @@ func (s *Service) encSet(ctx context.Context, job *command.Job) error {
 		if err != nil {
 			return nil, err
 		}
-		out, err := enc.SetHost(data, sets...)
+		d, err := enc.ParseDocument(data)
 		if err != nil {
 			return nil, command.UserErrorf("%s: %v", enc.HostPath(host), err)
 		}
+		dropped, err = d.Apply(opts, sets...)
+		if errors.Is(err, enc.ErrDropsClassParameters) {
+			return nil, command.UserErrorf("%s: %v. Name those classes to keep them, or add --drop-class-parameters to remove them with their parameters; nothing was changed",
+				enc.HostPath(host), err)
+		}
+		if err != nil {
+			return nil, command.UserErrorf("%s: %v", enc.HostPath(host), err)
+		}
+		out := d.Bytes()
 		before, after = data, out
 		if string(out) == string(data) {
 			return nil, nil
@@ -186,7 +215,7 @@ func (s *Service) encSet(ctx context.Context, job *command.Job) error {
 		if string(before) == string(after) {
 			return job.Done(ctx, fmt.Sprintf("Dry run: %s already says that; nothing would change.", enc.HostPath(host)))
 		}
-		return job.Done(ctx, fmt.Sprintf("Dry run: %s would become:\n```\n%s```", enc.HostPath(host), after))
+		return job.Done(ctx, fmt.Sprintf("Dry run: %s would become:\n```\n%s```%s", enc.HostPath(host), after, setNotes(sets, dropped)))
 	}
 	res, err := s.commit(ctx, job, subject, e)
 	if err != nil {
@@ -195,7 +224,34 @@ func (s *Service) encSet(ctx context.Context, job *command.Job) error {
 	if res.NoOp {
 		return job.Done(ctx, fmt.Sprintf("%s already says that; nothing committed.", enc.HostPath(host)))
 	}
-	return job.Done(ctx, fmt.Sprintf("Committed %s: %s%s.", res.Commit.String()[:12], subject, retried(res)))
+	return job.Done(ctx, fmt.Sprintf("Committed %s: %s%s.%s", res.Commit.String()[:12], subject, retried(res), setNotes(sets, dropped)))
+}
+
+// setNotes says what is easy to miss in an enc set: the parameters that
+// became numbers or booleans rather than text, and the classes removed
+// with their parameters.
+func setNotes(sets []enc.Set, dropped []string) string {
+	var typed []string
+	for _, st := range sets {
+		if t := st.Type(); t == "integer" || t == "boolean" {
+			typed = append(typed, strings.TrimPrefix(st.Key, "parameters.")+" is "+article(t))
+		}
+	}
+	var b strings.Builder
+	if len(typed) > 0 {
+		fmt.Fprintf(&b, "\nTyped: %s (quote a value, key='\"8080\"', to keep it a string).", strings.Join(typed, ", "))
+	}
+	if len(dropped) > 0 {
+		fmt.Fprintf(&b, "\nRemoved with their parameters: %s.", strings.Join(dropped, ", "))
+	}
+	return b.String()
+}
+
+func article(t string) string {
+	if t == "integer" {
+		return "an integer"
+	}
+	return "a " + t
 }
 
 func retried(res gitrepo.Result) string {

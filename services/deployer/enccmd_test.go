@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	commandv1 "github.com/switchboard-ops/switchboard/proto/sb/command/v1"
 	inventoryv1 "github.com/switchboard-ops/switchboard/proto/sb/inventory/v1"
@@ -19,6 +21,7 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/kit/natstest"
 	"github.com/switchboard-ops/switchboard/services/chat"
+	"github.com/switchboard-ops/switchboard/services/deployer/enc"
 )
 
 func TestEncSetCommitsPublishesAndRefusesChangesThatBreakTheENC(t *testing.T) {
@@ -291,5 +294,67 @@ func TestARetireWhoseReplicaStopsDuringTheDrainIsFinishedByAnother(t *testing.T)
 	}
 	if h := e.inventory().Host("web-0001"); h.GetState() != inventoryv1.HostState_HOST_STATE_SPARE {
 		t.Fatalf("web-0001: %v", h)
+	}
+}
+
+func TestEncSetWritesTypedParametersAndKeepsClassParameters(t *testing.T) {
+	e := newEnv(t, map[string]string{
+		enc.HostPath("web-0003"): "environment: production\nrole: web\nipv4: 10.0.1.3\nbackends: [www]\nclasses:\n  nginx: {port: 8080} # tuned\n  monitoring:\n",
+	})
+	e.start(e.config())
+	file := func() string {
+		return gitCLI(t, filepath.Dir(e.remote), "--git-dir", e.remote, "show", "main:"+enc.HostPath("web-0003"))
+	}
+
+	p := e.run("enc set", map[string]string{"host": "web-0003", "sets": `parameters.workers=16,parameters.debug=true,parameters.build="0012",parameters.motd="hello, world",classes=base,nginx,monitoring`}, nil, false)
+	wantOK(t, p, "Committed", "Typed: workers is an integer, debug is a boolean")
+	for _, line := range []string{"  workers: 16", "  debug: true", `  build: "0012"`, "  motd: hello, world", "  base:\n  nginx: {port: 8080} # tuned\n  monitoring:"} {
+		if !strings.Contains(file(), line) {
+			t.Errorf("hosts/web-0003.yaml lacks %q:\n%s", line, file())
+		}
+	}
+	// What Puppet gets keeps the types: an Integer, a Boolean, a String.
+	p = e.run("enc get", map[string]string{"what": "web-0003"}, nil, false)
+	wantOK(t, p, "Puppet gets:", "    port: 8080", "  workers: 16", "  debug: true", `  build: "0012"`)
+
+	committed := e.commits()
+	wantError(t, e.run("enc set", map[string]string{"host": "web-0003", "sets": "classes=base,monitoring"}, nil, false),
+		"would drop class parameters", "removes nginx (parameters: port)", "--drop-class-parameters", "nothing was changed")
+	wantError(t, e.run("enc set", map[string]string{"host": "web-0003", "sets": `parameters.motd="unterminated`}, nil, false),
+		"is not one quoted string")
+	if e.commits() != committed {
+		t.Fatal("a refused enc set committed")
+	}
+	drop := map[string]string{"drop-class-parameters": "true"}
+	wantOK(t, e.run("enc set", map[string]string{"host": "web-0003", "sets": "classes=base,monitoring"}, drop, true),
+		"Dry run", "Removed with their parameters: nginx (parameters: port).")
+	wantOK(t, e.run("enc set", map[string]string{"host": "web-0003", "sets": "classes=base,monitoring"}, drop, false),
+		"Committed", "Removed with their parameters: nginx (parameters: port).")
+	if f := file(); strings.Contains(f, "nginx") || !strings.Contains(f, "classes:\n  base:\n  monitoring:\n") {
+		t.Fatalf("hosts/web-0003.yaml after dropping nginx:\n%s", f)
+	}
+}
+
+func TestParseSetsKeepsListsAndQuotedCommasTogether(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw string
+		want      []enc.Set
+	}{
+		{"a list continues into the words without =", "backends=www,api,role=web",
+			[]enc.Set{{Key: "backends", Value: "www,api"}, {Key: "role", Value: "web"}}},
+		{"a quoted value keeps its commas and equals signs", `parameters.opts="a=1,b=2",parameters.port=80`,
+			[]enc.Set{{Key: "parameters.opts", Value: `"a=1,b=2"`}, {Key: "parameters.port", Value: "80"}}},
+		{"single quotes too", `parameters.motd='hi, there',role=web`,
+			[]enc.Set{{Key: "parameters.motd", Value: `'hi, there'`}, {Key: "role", Value: "web"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseSets(tc.raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Fatalf("parseSets(%s) (-want +got):\n%s", tc.raw, diff)
+			}
+		})
 	}
 }

@@ -73,7 +73,7 @@ func redactURL(u string) string {
 // Commands returns the deployer's commands.
 func (s *Service) Commands() []command.Command {
 	return []command.Command{
-		{Spec: deploySpec, Run: s.deploy},
+		{Spec: deploySpec(s.cfg.Batch), Run: s.deploy},
 		{Spec: deployStatusSpec, Run: s.deployStatus},
 		{Spec: encGetSpec, Run: s.encGet},
 		{Spec: encSetSpec, Run: s.encSet},

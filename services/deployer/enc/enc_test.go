@@ -333,3 +333,227 @@ parameters:
 		}
 	}
 }
+
+func TestEncSetWritesParametersAsAPersonWouldTypeThemInTheFile(t *testing.T) {
+	in := "# rack 4, slot 12\nenvironment: production\nrole: web # the role\nipv4: 10.0.1.1\nbackends: [www]\nparameters:\n  # tuned by hand\n  workers: \"4\" # was a string\n"
+	var sets []enc.Set
+	for _, kv := range []string{
+		"parameters.workers=16",
+		"parameters.port=8080",
+		"parameters.offset=-1",
+		"parameters.debug=true",
+		"parameters.tls=false",
+		`parameters.build="0012"`,
+		`parameters.zone='8080'`,
+		`parameters.motd="hello, world"`,
+		`parameters.literal="~"`,
+		`parameters.blank=""`,
+		"parameters.version=1.10",
+		"parameters.mode=0755",
+		"parameters.huge=99999999999999999999",
+		"parameters.answer=yes",
+		"parameters.shout=TRUE",
+		"parameters.ntp_server=ntp2.example.com",
+		"role=8080",
+	} {
+		s, err := enc.ParseSet(kv)
+		if err != nil {
+			t.Fatalf("ParseSet(%s): %v", kv, err)
+		}
+		sets = append(sets, s)
+	}
+	out, err := enc.SetHost([]byte(in), sets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `# rack 4, slot 12
+environment: production
+role: "8080" # the role
+ipv4: 10.0.1.1
+backends: [www]
+parameters:
+  # tuned by hand
+  workers: 16 # was a string
+  port: 8080
+  offset: -1
+  debug: true
+  tls: false
+  build: "0012"
+  zone: "8080"
+  motd: hello, world
+  literal: "~"
+  blank: ""
+  version: "1.10"
+  mode: "0755"
+  huge: "99999999999999999999"
+  answer: "yes"
+  shout: "TRUE"
+  ntp_server: ntp2.example.com
+`
+	if diff := cmp.Diff(want, string(out)); diff != "" {
+		t.Fatalf("file after enc set (-want +got):\n%s", diff)
+	}
+
+	// Puppet gets each parameter with the type the file gives it.
+	files := enc.Example()
+	files[enc.HostPath("web-0001")] = []byte(strings.Replace(string(out), `role: "8080"`, "role: web", 1))
+	inv, probs := load(t, files)
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	answer, err := inv.Classify("web-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Parameters map[string]any `yaml:"parameters"`
+	}
+	if err := yaml.Unmarshal(answer, &got); err != nil {
+		t.Fatalf("classify output is not YAML: %v\n%s", err, answer)
+	}
+	for k, v := range map[string]any{
+		"workers": 16, "port": 8080, "offset": -1, "debug": true, "tls": false,
+		"build": "0012", "zone": "8080", "motd": "hello, world", "literal": "~", "blank": "",
+		"version": "1.10", "mode": "0755", "huge": "99999999999999999999", "answer": "yes", "shout": "TRUE",
+	} {
+		if diff := cmp.Diff(v, got.Parameters[k]); diff != "" {
+			t.Errorf("parameter %s reaches Puppet as %T %v, want %T %v\n%s", k, got.Parameters[k], got.Parameters[k], v, v, answer)
+		}
+	}
+
+	for _, tc := range []struct{ kv, typ string }{
+		{"parameters.port=8080", "integer"},
+		{"parameters.debug=false", "boolean"},
+		{`parameters.port="8080"`, "string"},
+		{"parameters.v=1.10", "string"},
+		{"parameters.port=~", ""},
+		{"ipv4=10.0.1.9", "string"},
+		{"backends=www,api", ""},
+	} {
+		s, err := enc.ParseSet(tc.kv)
+		if err != nil || s.Type() != tc.typ {
+			t.Errorf("ParseSet(%s).Type() = %q (%v), want %q", tc.kv, s.Type(), err, tc.typ)
+		}
+	}
+	for _, kv := range []string{`parameters.motd="unterminated`, `parameters.motd="a" "b"`, `parameters.motd='it's'`, `backends="www"`} {
+		if _, err := enc.ParseSet(kv); err == nil {
+			t.Errorf("ParseSet(%s) accepted a value that is not one quoted string", kv)
+		}
+	}
+}
+
+func TestSettingClassesKeepsTheParametersOfTheClassesStillNamed(t *testing.T) {
+	in := `environment: production
+role: web
+ipv4: 10.0.1.1
+classes:
+  # tuned for the new kernel
+  nginx: {port: 8080, upstreams: [a, b]} # see OPS-12
+  monitoring:
+  old_agent:
+`
+	for _, tc := range []struct {
+		name  string
+		value string
+		drop  bool
+		want  string
+		// dropped is what Apply says it removed with parameters; err, when
+		// set, is what the refusal says.
+		dropped []string
+		err     string
+	}{
+		{
+			name:  "the classes named keep their parameters and comments, a new one comes without, in the order given",
+			value: "base,nginx,monitoring",
+			want: `environment: production
+role: web
+ipv4: 10.0.1.1
+classes:
+  base:
+  # tuned for the new kernel
+  nginx: {port: 8080, upstreams: [a, b]} # see OPS-12
+  monitoring:
+`,
+		},
+		{
+			name:  "removing a class that has parameters is refused",
+			value: "base,monitoring",
+			err:   "classes=base,monitoring removes nginx (parameters: port, upstreams)",
+		},
+		{
+			name:  "removing every class is refused when one has parameters",
+			value: "~",
+			err:   "classes=~ removes nginx (parameters: port, upstreams)",
+		},
+		{
+			name:  "with DropClassParameters the class goes with its parameters",
+			value: "monitoring",
+			drop:  true,
+			want: `environment: production
+role: web
+ipv4: 10.0.1.1
+classes:
+  monitoring:
+`,
+			dropped: []string{"nginx (parameters: port, upstreams)"},
+		},
+		{
+			name:  "with DropClassParameters ~ removes the classes",
+			value: "~",
+			drop:  true,
+			want: `environment: production
+role: web
+ipv4: 10.0.1.1
+`,
+			dropped: []string{"nginx (parameters: port, upstreams)"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := enc.ParseDocument([]byte(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dropped, err := d.Apply(enc.ApplyOptions{DropClassParameters: tc.drop}, enc.Set{Key: "classes", Value: tc.value})
+			if tc.err != "" {
+				if !errors.Is(err, enc.ErrDropsClassParameters) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Apply(classes=%s) = %v; want %v saying %q", tc.value, err, enc.ErrDropsClassParameters, tc.err)
+				}
+				if string(d.Bytes()) != in {
+					t.Fatalf("a refused edit changed the document:\n%s", d.Bytes())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, string(d.Bytes())); diff != "" {
+				t.Errorf("file (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.dropped, dropped); diff != "" {
+				t.Errorf("dropped (-want +got):\n%s", diff)
+			}
+			if h, probs := enc.ParseHost("web-0001", d.Bytes()); len(probs) > 0 {
+				t.Errorf("the edited file has problems: %v (%+v)", probs, h)
+			}
+		})
+	}
+
+	// SetHost, which host provision and retire use, refuses such an edit too.
+	if _, err := enc.SetHost([]byte(in), enc.Set{Key: "classes", Value: "base"}); !errors.Is(err, enc.ErrDropsClassParameters) {
+		t.Fatalf("SetHost(classes=base) = %v, want %v", err, enc.ErrDropsClassParameters)
+	}
+	// A flow mapping stays one, and a new class in it is null, not ''.
+	out, err := enc.SetHost([]byte("classes: {nginx: {port: 1}, monitoring: }\n"), enc.Set{Key: "classes", Value: "nginx,base"})
+	if err != nil || string(out) != "classes: {nginx: {port: 1}, base: ~}\n" {
+		t.Fatalf("flow mapping: %v\n%s", err, out)
+	}
+	h, _ := enc.ParseHost("web-0001", out)
+	if strings.Join(h.Classes, ",") != "nginx,base" || h.ClassParams["nginx"]["port"] != 1 {
+		t.Fatalf("flow mapping parsed back: %+v", h)
+	}
+	// Classes written as a list stay a list.
+	out, err = enc.SetHost([]byte("classes: [a, b]\n"), enc.Set{Key: "classes", Value: "b,c"})
+	if err != nil || string(out) != "classes: [b, c]\n" {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+}
