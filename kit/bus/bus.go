@@ -338,6 +338,9 @@ type StreamOptions struct {
 	// ReplicaLease is the TTL of a replica's lease (default ReplicaLease);
 	// command.Options.Lease must match it.
 	ReplicaLease time.Duration
+	// Log receives the warning when an existing stream or bucket keeps more
+	// replicas than Replicas asks for; nil discards it.
+	Log *slog.Logger
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -359,6 +362,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	if o.ReplicaLease == 0 {
 		o.ReplicaLease = ReplicaLease
 	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 	return o
 }
 
@@ -367,7 +373,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 const ReplicaLease = 6 * time.Second
 
 // EnsureStreams declares the CHAT, EVENTS and AUDIT streams and the sb_jobs,
-// sb_replicas and sb_inventory buckets. It is idempotent: every replica calls it at start.
+// sb_replicas and sb_inventory buckets. It is idempotent: every replica calls
+// it at start. It raises the replication of existing ones to o.Replicas,
+// keeping their data, but never lowers it (see replicasFor).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
 	o = o.withDefaults()
 	streams := []jetstream.StreamConfig{
@@ -394,10 +402,20 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		},
 	}
 	for _, sc := range streams {
-		sc.Replicas = o.Replicas
 		sc.Storage = jetstream.FileStorage
-		if err := retryPlacement(ctx, func() error { _, err := js.CreateOrUpdateStream(ctx, sc); return err }); err != nil {
+		err := retryPlacement(ctx, func() error {
+			var err error
+			if sc.Replicas, err = replicasFor(ctx, js, sc.Name, o.Replicas); err != nil {
+				return err
+			}
+			_, err = js.CreateOrUpdateStream(ctx, sc)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("declare stream %s: %w", sc.Name, err)
+		}
+		if sc.Replicas > o.Replicas {
+			o.Log.Warn(keptReplicasWarning, "stream", sc.Name, "replicas", sc.Replicas, "configured_replicas", o.Replicas)
 		}
 	}
 	buckets := []jetstream.KeyValueConfig{
@@ -406,13 +424,48 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		{Bucket: wire.BucketInventory, Description: "The inventory parsed from the ENC: host.<name> and meta.", History: 1},
 	}
 	for _, kc := range buckets {
-		kc.Replicas = o.Replicas
-		if err := retryPlacement(ctx, func() error { _, err := js.CreateOrUpdateKeyValue(ctx, kc); return err }); err != nil {
+		err := retryPlacement(ctx, func() error {
+			var err error
+			if kc.Replicas, err = replicasFor(ctx, js, bucketStream(kc.Bucket), o.Replicas); err != nil {
+				return err
+			}
+			_, err = js.CreateOrUpdateKeyValue(ctx, kc)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("declare bucket %s: %w", kc.Bucket, err)
+		}
+		if kc.Replicas > o.Replicas {
+			o.Log.Warn(keptReplicasWarning, "bucket", kc.Bucket, "replicas", kc.Replicas, "configured_replicas", o.Replicas)
 		}
 	}
 	return nil
 }
+
+const keptReplicasWarning = "nats.replicas is lower than the replication in use; keeping the larger one " +
+	"(is this replica's config stale?). To lower it on purpose, edit the stream or bucket with the nats CLI"
+
+// replicasFor returns the replication to declare stream name with: the
+// configured one, or the stream's current one when that is larger.
+// Raising is how an install moves onto a cluster (nats.replicas: 3), and
+// JetStream copies the existing messages to the new peers. Lowering is
+// refused because the usual cause is a replica started with a stale config:
+// whichever replica started last would decide, silently undoing the
+// operator's choice and dropping copies of the data. An operator who means
+// to lower it does so once by hand.
+func replicasFor(ctx context.Context, js jetstream.JetStream, name string, configured int) (int, error) {
+	st, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return configured, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up the replication of stream %s: %w", name, err)
+	}
+	return max(configured, st.CachedInfo().Config.Replicas), nil
+}
+
+// bucketStream is the stream behind KV bucket b, as JetStream names it.
+func bucketStream(b string) string { return "KV_" + b }
 
 // errNoPeers is JetStream's "no suitable peers for placement" (10005): a
 // cluster that has just formed, or lost a node, cannot place replicas yet.
@@ -447,14 +500,19 @@ func (l slogLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(f
 
 // EnsureBucket declares a service's own KV bucket with the cluster's
 // replication, idempotently, retrying while a young cluster cannot place it.
+// Like EnsureStreams it raises the replication of an existing bucket but
+// never lowers it. It does not warn: a stale nats.replicas is the same for
+// the shared buckets, and EnsureStreams, which serve runs first, has said so.
 func EnsureBucket(ctx context.Context, js jetstream.JetStream, replicas int, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	if replicas <= 0 {
 		replicas = 1
 	}
-	kc.Replicas = replicas
 	var kv jetstream.KeyValue
 	err := retryPlacement(ctx, func() error {
 		var err error
+		if kc.Replicas, err = replicasFor(ctx, js, bucketStream(kc.Bucket), replicas); err != nil {
+			return err
+		}
 		kv, err = js.CreateOrUpdateKeyValue(ctx, kc)
 		return err
 	})
