@@ -115,7 +115,22 @@ type entry[T any] struct {
 }
 
 func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uint64, error) {
-	e, err := kv.Get(ctx, key)
+	// A read, like a write, can find no responder while a NATS node is
+	// down and the client reconnects or the bucket elects a leader.
+	var e jetstream.KeyValueEntry
+	var err error
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		e, err = kv.Get(actx, key)
+		cancel()
+		if !transient(err) || ctx.Err() != nil || attempt >= 10 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
 	}
