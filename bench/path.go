@@ -81,7 +81,7 @@ func bridge(ctx context.Context, e *Env, msg *chatv1.ChatMessage) (*chatv1.ChatR
 	if err != nil {
 		return nil, err
 	}
-	resp, err := e.Client.RequestWithContext(ctx, wire.SubjectChatIn, data)
+	resp, err := e.Client.RequestWithContext(ctx, wire.ChatInSubject("cli"), data)
 	if err != nil {
 		return nil, fmt.Errorf("chat bridge: %w", err)
 	}

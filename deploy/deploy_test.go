@@ -197,7 +197,7 @@ func TestDockerfile(t *testing.T) {
 	if !slices.Equal(entry, []string{"/switchboard"}) {
 		t.Errorf(`%s: ENTRYPOINT %q, want ["/switchboard"]`, path, entry)
 	}
-	for _, want := range []string{"-trimpath", "-s -w", "-X main.version="} {
+	for _, want := range []string{"-trimpath", "-s -w", "-X github.com/switchboard-ops/switchboard/kit/version.stamped="} {
 		if !strings.Contains(build, want) {
 			t.Errorf("%s: go build lacks %s: %s", path, want, build)
 		}

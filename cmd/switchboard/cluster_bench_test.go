@@ -47,7 +47,7 @@ func BenchmarkClusterR3(b *testing.B) {
 				msg := &chatv1.ChatMessage{Id: id, Conversation: &chatv1.Conversation{Adapter: "cli", Channel: channel},
 					Author: &chatv1.Identity{Id: "cli:bench", Name: "bench"}, Text: "ping"}
 				data, _ := wire.Marshal(msg)
-				resp, err := cli.Request(wire.SubjectChatIn, data, 5*time.Second)
+				resp, err := cli.Request(wire.ChatInSubject("cli"), data, 5*time.Second)
 				if err != nil {
 					return 0, err
 				}

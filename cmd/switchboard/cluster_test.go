@@ -466,6 +466,30 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 	chats := []*replica{startReplica("chat", "chat"), startReplica("chat", "chat")}
 	lbs := []*replica{startReplica("lb", "lb"), startReplica("lb", "lb")}
 
+	// doctor, as the admin, sees both replicas of every service and their
+	// version; `say`, with the CLI's own credentials over TLS, runs a
+	// command and follows its thread to the answer.
+	env := map[string]string{"HOME": t.TempDir(), "SB_NATS_TLS_CA": c.ca, "SB_NATS_REPLICAS": "3"}
+	getenv := func(k string) string { return env[k] }
+	var doctorOut string
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var out, errOut syncBuffer
+		code := run(context.Background(), []string{"switchboard", "doctor", "--nats", c.url(), "--creds", c.creds("admin")}, getenv, nil, &out, &errOut)
+		doctorOut = out.String() + errOut.String()
+		if code == 0 && strings.Contains(doctorOut, "ok    service lb: 2 replica(s), version ") && strings.Contains(doctorOut, "ok    service sys: 2 replica(s), version ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("doctor never saw two healthy replicas of lb and sys (last exit %d):\n%s", code, doctorOut)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	var sayOut, sayErr syncBuffer
+	if code := run(context.Background(), []string{"switchboard", "say", "--nats", c.url(), "--creds", c.creds("cli"), "--channel", "say", "--timeout", "60s", "ping"}, getenv, nil, &sayOut, &sayErr); code != exitOK || !strings.Contains(sayOut.String(), "pong") {
+		t.Fatalf("say ping as the cli user over TLS: exit %d\n%s%s", code, sayOut.String(), sayErr.String())
+	}
+
 	cli := c.connect("cli")
 	// The test reads the channels with admin rights.
 	chat, err := js.Stream(context.Background(), wire.StreamChat)
@@ -515,7 +539,7 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 				var reply chatv1.ChatReply
 				deadline := time.Now().Add(20 * time.Second)
 				for {
-					resp, err := cli.Request(wire.SubjectChatIn, data, 3*time.Second)
+					resp, err := cli.Request(wire.ChatInSubject("cli"), data, 3*time.Second)
 					if err == nil && wire.Unmarshal(resp.Data, &reply) == nil &&
 						(reply.GetStatus() == chatv1.IngressStatus_INGRESS_STATUS_ACCEPTED || reply.GetStatus() == chatv1.IngressStatus_INGRESS_STATUS_EXISTING) {
 						break

@@ -274,10 +274,10 @@ func (d *doc) permissions(ctx context.Context, nc *nats.Conn, service string) {
 		}
 	}
 	if service == "chat" {
-		if err := d.probeSub(ctx, nc, wire.SubjectChatIn); err != nil {
-			d.fail("as chat: may not subscribe to %s, so the CLI cannot reach the chat: %v", wire.SubjectChatIn, err)
+		if err := d.probeSub(ctx, nc, wire.SubjectChatInAll); err != nil {
+			d.fail("as chat: may not subscribe to %s, so the CLI and the bridges cannot reach the chat: %v", wire.SubjectChatInAll, err)
 		} else {
-			d.ok("as chat: may receive CLI messages (%s)", wire.SubjectChatIn)
+			d.ok("as chat: may receive the CLI's and the bridges' messages (%s)", wire.SubjectChatInAll)
 		}
 		return
 	}

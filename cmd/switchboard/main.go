@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/switchboard-ops/switchboard/kit/version"
 )
 
 func main() {
@@ -26,7 +28,7 @@ usage:
   switchboard [run] [--config FILE]          everything in one process: embedded NATS, every service, web console
   switchboard serve SERVICE… --nats URL [--creds FILE] [--config FILE]
                                              chosen services against an external NATS cluster (services: chat)
-  switchboard say [--channel C] [--json] [--timeout D] [--nats URL] [--creds FILE] TEXT…
+  switchboard say [--channel C] [--json] [--timeout D] [--nats URL] [--creds FILE] [--tls-ca FILE] TEXT…
                                              send a command as you would in chat and follow its thread
   switchboard doctor [--nats URL] [--creds FILE] [--as SERVICE]
                                              check the connection, permissions, streams, buckets and services
@@ -59,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case "doctor":
 		return doctor(ctx, rest, getenv, stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "switchboard", version)
+		fmt.Fprintln(stdout, "switchboard", version.String())
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -79,9 +81,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	return 0
 }
-
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
 
 type usageError struct{ error }
 

@@ -33,7 +33,7 @@ const (
 )
 
 // say is the CLI bridge (plan B when Slack is down): it sends text to the
-// chat ingress on sb.chat.in like any adapter, then follows the command's
+// chat ingress on sb.chat.in.cli like any adapter, then follows the command's
 // thread on the CHAT stream until the job ends.
 func say(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("say", flag.ContinueOnError)
@@ -43,6 +43,7 @@ func say(ctx context.Context, args []string, getenv func(string) string, stdout,
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to follow the thread")
 	url := fs.String("nats", getenv("SB_NATS_URL"), "NATS URL (default: the local switchboard's)")
 	creds := fs.String("creds", getenv("SB_NATS_CREDS"), "NATS credentials file")
+	tlsCA := fs.String("tls-ca", getenv("SB_NATS_TLS_CA"), "CA that signed the NATS servers' certificates (a cluster with TLS)")
 	if err := fs.Parse(args); err != nil {
 		fmt.Fprintf(stderr, "switchboard say: %v\n\n%s", err, usage)
 		return exitUsage
@@ -52,7 +53,8 @@ func say(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "switchboard say: nothing to say; try: switchboard say help\n")
 		return exitUsage
 	}
-	cfg := bus.Config{URL: *url, Creds: *creds, Token: getenv("SB_NATS_TOKEN"), Name: "switchboard say"}
+	cfg := bus.Config{URL: *url, Creds: *creds, Token: getenv("SB_NATS_TOKEN"), Name: "switchboard say",
+		TLS: bus.TLSConfig{CA: *tlsCA, Cert: getenv("SB_NATS_TLS_CERT"), Key: getenv("SB_NATS_TLS_KEY")}}
 	if cfg.URL == "" {
 		// The all-in-one server leaves its URL and token in the data dir.
 		dir := defaultDataDir(getenv)
@@ -107,7 +109,7 @@ func say(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUnavailable
 	}
 	defer it.Stop()
-	reply, err := chatin.Send(ctx, nc, msg)
+	reply, err := chatin.Send(ctx, nc, "cli", msg)
 	if errors.Is(err, chatin.ErrNoChat) {
 		err = errors.New("no chat service answers on the bus; is switchboard running?")
 	}

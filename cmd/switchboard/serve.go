@@ -18,6 +18,7 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/logging"
 	"github.com/switchboard-ops/switchboard/kit/telemetry"
+	"github.com/switchboard-ops/switchboard/kit/version"
 	"github.com/switchboard-ops/switchboard/services/chat"
 	"github.com/switchboard-ops/switchboard/services/deployer"
 	"github.com/switchboard-ops/switchboard/services/dns"
@@ -101,7 +102,7 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 		return fmt.Errorf("log.level: %w", err)
 	}
 	log := logging.New(stderr, level)
-	log.Info("starting switchboard", "version", version, "services", names, "config", cfg)
+	log.Info("starting switchboard", "version", version.String(), "services", names, "config", cfg)
 
 	tel, err := telemetry.Setup(ctx, "switchboard", getenv)
 	if err != nil {

@@ -66,3 +66,21 @@ func TestServeRefusesBadUsage(t *testing.T) {
 		})
 	}
 }
+
+// The configuration files deploy/ ships are valid: a typo there would stop
+// every replica at start.
+func TestShippedConfigFilesAreValid(t *testing.T) {
+	for _, f := range []string{"../../deploy/kubernetes/switchboard.yaml", "../../deploy/systemd/switchboard.yaml"} {
+		env := map[string]string{"HOME": t.TempDir(), "SB_NATS_URL": "nats://127.0.0.1:4222"}
+		cfg, err := loadConfig(f, func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if len(cfg.Chat.RBAC.Grants) == 0 {
+			t.Errorf("%s grants no roles: every identity would get the default roles", f)
+		}
+	}
+}

@@ -18,7 +18,7 @@ func TestSendRetriesALostReplyWithTheSameMessage(t *testing.T) {
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
 	ctx := natstest.Context(t, 60*time.Second)
-	if _, err := chatin.Send(ctx, nc, &chatv1.ChatMessage{Id: "m0"}); !errors.Is(err, chatin.ErrNoChat) {
+	if _, err := chatin.Send(ctx, nc, "cli", &chatv1.ChatMessage{Id: "m0"}); !errors.Is(err, chatin.ErrNoChat) {
 		t.Fatalf("Send with no chat: %v, want ErrNoChat", err)
 	}
 	// A chat that drops the first request (a replica dying mid-request)
@@ -26,7 +26,7 @@ func TestSendRetriesALostReplyWithTheSameMessage(t *testing.T) {
 	var mu sync.Mutex
 	var seen []string
 	chat := natstest.Connect(t, s)
-	sub, err := chat.Subscribe(wire.SubjectChatIn, func(m *nats.Msg) {
+	sub, err := chat.Subscribe(wire.ChatInSubject("cli"), func(m *nats.Msg) {
 		var msg chatv1.ChatMessage
 		if err := wire.Unmarshal(m.Data, &msg); err != nil {
 			t.Error(err)
@@ -50,7 +50,7 @@ func TestSendRetriesALostReplyWithTheSameMessage(t *testing.T) {
 	if err := chat.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	reply, err := chatin.Send(ctx, nc, &chatv1.ChatMessage{Id: "m1", Text: "ping"})
+	reply, err := chatin.Send(ctx, nc, "cli", &chatv1.ChatMessage{Id: "m1", Text: "ping"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,6 +45,7 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/kit/spec"
 	"github.com/switchboard-ops/switchboard/kit/telemetry"
+	"github.com/switchboard-ops/switchboard/kit/version"
 )
 
 // Handler runs one job. Returning nil means succeeded (with the answer set
@@ -64,7 +65,9 @@ const MetadataSpec = "sb.spec"
 // Options configure Serve.
 type Options struct {
 	// Service name: the <service> in sb.cmd.<service>.<verb>.
-	Service     string
+	Service string
+	// Version of the build; kit/version's when empty. doctor compares the
+	// replicas' versions.
 	Version     string
 	Description string
 	// Instance id of this replica; random when empty.
@@ -122,7 +125,7 @@ func Serve(ctx context.Context, nc *nats.Conn, cmds []Command, o Options) (*Serv
 		o.Instance = emit.NewID()[:12]
 	}
 	if o.Version == "" {
-		o.Version = "0.1.0"
+		o.Version = version.String()
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -39,12 +39,17 @@ type request struct {
 	spec     *commandv1.CommandSpec
 	trace    string
 	received time.Time
+	bridge   string // the sb.chat.in bridge it came through, if any
 }
 
 // Handle is the chat ingress: it takes a person's message, and answers
 // at once with a ChatReply. Everything the person sees arrives as posts in
 // the message's thread; the reply is for programs (the CLI's exit code).
 func (s *Service) Handle(ctx context.Context, msg *chatv1.ChatMessage) *chatv1.ChatReply {
+	return s.handle(ctx, msg, "")
+}
+
+func (s *Service) handle(ctx context.Context, msg *chatv1.ChatMessage, bridge string) *chatv1.ChatReply {
 	ctx, span := s.tracer.Start(ctx, "chat ingress", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 	c := msg.GetConversation()
@@ -66,6 +71,7 @@ func (s *Service) Handle(ctx context.Context, msg *chatv1.ChatMessage) *chatv1.C
 		conv:     &chatv1.Conversation{Adapter: c.GetAdapter(), Channel: c.GetChannel(), Thread: c.GetThread()},
 		trace:    span.SpanContext().TraceID().String(),
 		received: time.Now(),
+		bridge:   bridge,
 	}
 	if r.conv.Thread == "" {
 		r.conv.Thread = msg.GetId()
@@ -100,7 +106,11 @@ func (s *Service) Handle(ctx context.Context, msg *chatv1.ChatMessage) *chatv1.C
 // route takes a request from text to a decision.
 func (s *Service) route(ctx context.Context, r *request) *chatv1.ChatReply {
 	r.text = s.stripPrefix(r.msg.GetText())
-	s.audit(ctx, r, auditv1.Stage_STAGE_REQUEST, "received", "")
+	via := ""
+	if r.bridge != "" {
+		via = "via the " + r.bridge + " bridge"
+	}
+	s.audit(ctx, r, auditv1.Stage_STAGE_REQUEST, "received", via)
 	line, err := parse.Split(r.text)
 	if err != nil {
 		return s.refuse(ctx, r, chatv1.IngressStatus_INGRESS_STATUS_INVALID, "invalid", "I could not read that: "+err.Error())

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	auditv1 "github.com/switchboard-ops/switchboard/proto/sb/audit/v1"
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
@@ -54,6 +57,25 @@ type Config struct {
 	// Route sends events from the EVENTS stream to channels: rules, one
 	// thread per incident, digests when they come faster than a channel takes.
 	Route route.Config `yaml:"route"`
+	// Bridges: the programs that hand messages to the chat over NATS
+	// (sb.chat.in.<bridge>) → the identities (id globs) each may speak for.
+	// NATS permissions bind a bridge's subject to one NATS user, so a holder
+	// of the CLI's credentials can be "cli:ana" but never an admin's Slack
+	// id. Only a bridge allowed "*" passes e-mail and groups on: elsewhere
+	// they are the sender's claim, and RBAC grants by them would be forged.
+	Bridges map[string][]string `yaml:"bridges"`
+}
+
+// DefaultBridges: the CLI speaks for cli:* people, the watcher for
+// automation, and the deployer for the person whose command it carries on
+// (a host retire drains through the chat as that person, who needs the
+// right to drain).
+func DefaultBridges() map[string][]string {
+	return map[string][]string{
+		"cli":      {"cli:*"},
+		"watcher":  {"automation:*"},
+		"deployer": {"*"},
+	}
 }
 
 // DefaultConfig is the configuration of a fresh all-in-one switchboard.
@@ -67,6 +89,7 @@ func DefaultConfig() Config {
 		Console:           console.DefaultConfig(),
 		Slack:             slack.DefaultConfig(),
 		Route:             route.DefaultConfig(),
+		Bridges:           DefaultBridges(),
 	}
 }
 
@@ -94,6 +117,19 @@ func (c Config) Validate() error {
 	}
 	if err := c.Route.Validate(); err != nil {
 		return fmt.Errorf("chat.%w", err)
+	}
+	for b, ids := range c.Bridges {
+		if wire.Token(b) != b {
+			return fmt.Errorf("chat.bridges.%s: a bridge name is one subject token (letters, digits, - and _)", b)
+		}
+		if len(ids) == 0 {
+			return fmt.Errorf("chat.bridges.%s: list the identities it may speak for (\"cli:*\"), or remove it", b)
+		}
+		for _, p := range ids {
+			if _, err := path.Match(p, ""); err != nil {
+				return fmt.Errorf("chat.bridges.%s: bad pattern %q: %w", b, p, err)
+			}
+		}
 	}
 	return c.Slack.Validate()
 }
@@ -228,9 +264,9 @@ func (s *Service) Start(ctx context.Context, l net.Listener) error {
 		return fmt.Errorf("chat: serve sys commands: %w", err)
 	}
 	s.sys = sys
-	bridge, err := s.nc.QueueSubscribe(wire.SubjectChatIn, "chat", s.onChatIn)
+	bridge, err := s.nc.QueueSubscribe(wire.SubjectChatInAll, "chat", s.onChatIn)
 	if err != nil {
-		return fmt.Errorf("chat: subscribe %s: %w", wire.SubjectChatIn, err)
+		return fmt.Errorf("chat: subscribe %s: %w", wire.SubjectChatInAll, err)
 	}
 	s.bridge = bridge
 	if err := s.router.Start(ctx); err != nil {
@@ -366,12 +402,21 @@ func (s *Service) onChatIn(m *nats.Msg) {
 		}()
 		var msg chatv1.ChatMessage
 		var reply *chatv1.ChatReply
+		bridge := strings.TrimPrefix(m.Subject, wire.SubjectChatIn+".")
 		if err := wire.Unmarshal(m.Data, &msg); err != nil {
 			reply = &chatv1.ChatReply{Status: chatv1.IngressStatus_INGRESS_STATUS_INVALID, Message: "the message could not be decoded: " + err.Error(), Final: true}
+		} else if refusal := s.checkBridge(bridge, &msg); refusal != "" {
+			s.log.Warn("chat bridge: message refused", "bridge", bridge, "identity", msg.GetAuthor().GetId(), "reason", refusal)
+			rec := &auditv1.Record{Stage: auditv1.Stage_STAGE_DECISION, Identity: msg.GetAuthor(), Conversation: msg.GetConversation(),
+				Raw: msg.GetText(), Outcome: "denied", Detail: refusal, Service: "chat", Instance: s.instance}
+			if _, err := emit.Audit(context.Background(), s.js, rec); err != nil {
+				s.log.Error("write audit record", "error", err)
+			}
+			reply = &chatv1.ChatReply{Status: chatv1.IngressStatus_INGRESS_STATUS_DENIED, Message: refusal, Final: true}
 		} else {
 			ctx := extract(context.Background(), m.Header)
 			ctx, cancel := context.WithTimeout(ctx, s.cfg.DispatchTimeout+5*time.Second)
-			reply = s.Handle(ctx, &msg)
+			reply = s.handle(ctx, &msg, bridge)
 			cancel()
 		}
 		data, err := wire.Marshal(reply)
@@ -382,6 +427,24 @@ func (s *Service) onChatIn(m *nats.Msg) {
 			s.log.Warn("answer on chat bridge", "error", err)
 		}
 	}()
+}
+
+// checkBridge says why a bridge may not send msg as its author, or "". It
+// drops the e-mail and groups a bridge that is not trusted with every
+// identity claims, so RBAC sees only the id the bridge may speak for.
+func (s *Service) checkBridge(bridge string, msg *chatv1.ChatMessage) string {
+	ids, ok := s.cfg.Bridges[bridge]
+	if !ok {
+		return fmt.Sprintf("%q is not a bridge this chat knows (chat.bridges)", bridge)
+	}
+	who := msg.GetAuthor().GetId()
+	if !matchesAny(ids, who) {
+		return fmt.Sprintf("the %s bridge may not speak for %q (it may for %s; chat.bridges)", bridge, who, strings.Join(ids, ", "))
+	}
+	if !slices.Contains(ids, "*") && msg.GetAuthor() != nil {
+		msg.Author.Email, msg.Author.Groups = "", nil
+	}
+	return ""
 }
 
 // stripPrefix removes a leading bot address ("sb:", "@switchboard").

@@ -223,7 +223,7 @@ func (s *Service) drainViaLB(ctx context.Context, job *command.Job, hosts []stri
 		Author:       job.Requester(),
 		Text:         fmt.Sprintf("lb drain %s --wait --timeout=%s -- host retire (job %s)", list, timeout, job.ID()),
 	}
-	reply, err := chatin.Send(ctx, s.deps.NC, msg)
+	reply, err := chatin.Send(ctx, s.deps.NC, "deployer", msg)
 	if err != nil {
 		return command.UserErrorf("cannot drain %s: the chat service did not answer (%v); nothing was changed", list, err)
 	}

@@ -110,7 +110,7 @@ func (s *Service) runIntent(ctx context.Context, in *Intent) (string, bool, erro
 		Author:       s.identity(),
 		Text:         in.Text,
 	}
-	reply, err := chatin.Send(ctx, s.nc, msg)
+	reply, err := chatin.Send(ctx, s.nc, "watcher", msg)
 	if err != nil {
 		return "", false, fmt.Errorf("%w: %w", errRetry, err)
 	}

@@ -46,9 +46,15 @@ const (
 
 // Subjects.
 const (
-	// SubjectChatIn is the chat ingress for remote adapters (request/reply:
-	// ChatMessage → ChatReply).
+	// SubjectChatIn prefixes the chat ingress for programs outside the chat
+	// service (request/reply: ChatMessage → ChatReply), one subject per
+	// bridge: sb.chat.in.cli, sb.chat.in.watcher, sb.chat.in.deployer. NATS
+	// permissions let each user publish only on its own bridge, so the chat
+	// knows who sent a message from where it arrived, and checks that the
+	// bridge may speak for the identity the message claims.
 	SubjectChatIn = "sb.chat.in"
+	// SubjectChatInAll matches every bridge.
+	SubjectChatInAll = SubjectChatIn + ".>"
 	// SubjectChatPostPrefix prefixes every ChatPost subject.
 	SubjectChatPostPrefix = "sb.chat.post"
 	// SubjectChatPosts matches every ChatPost.
@@ -144,4 +150,9 @@ func Unmarshal(b []byte, m proto.Message) error {
 // TypeName is the fully-qualified message name sent in the Sb-Type header.
 func TypeName(m proto.Message) string {
 	return string(m.ProtoReflect().Descriptor().FullName())
+}
+
+// ChatInSubject is the chat ingress subject of a bridge ("cli").
+func ChatInSubject(bridge string) string {
+	return SubjectChatIn + "." + Token(bridge)
 }
