@@ -273,8 +273,8 @@ func (s *Service) cancelJob(ctx context.Context, r *request, req *commandv1.Comm
 		if sp == nil || sp.GetName() != j.GetCommand() {
 			sp = &commandv1.CommandSpec{Name: j.GetCommand()}
 		}
-		envs := environments(sp, j.GetRequest().GetArgs(), j.GetRequest().GetFlags())
-		if ok, _ := s.cfg.RBAC.Authorize(r.who.GetRoles(), sp, envs); !ok {
+		sc := requestScope(sp, j.GetRequest().GetArgs(), j.GetRequest().GetFlags(), s.hostEnv(ctx))
+		if ok, _ := s.cfg.RBAC.Authorize(r.who.GetRoles(), sp, sc); !ok {
 			return nil, fmt.Errorf("job %s is %s's, and your roles may not run %s", id, j.GetRequester().GetName(), j.GetCommand())
 		}
 	}

@@ -198,6 +198,7 @@ func TestHistoryFiltersTheAuditTrailByUserAndCommand(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	h.serveT()
+	h.seedInventory(map[string]string{"web1": "production", "web2": "staging", "web3": "staging"})
 	svc := h.startChat(testConfig())
 
 	for _, m := range []struct {

@@ -141,7 +141,7 @@ func (s *Service) route(ctx context.Context, r *request) *chatv1.ChatReply {
 	if err != nil {
 		return s.refuse(ctx, r, chatv1.IngressStatus_INGRESS_STATUS_INVALID, "invalid", err.Error())
 	}
-	if ok, reason := s.cfg.RBAC.Authorize(r.who.GetRoles(), sp, environments(sp, b.Args, b.Flags)); !ok && !s.alwaysAllowed(sp) {
+	if ok, reason := s.cfg.RBAC.Authorize(r.who.GetRoles(), sp, requestScope(sp, b.Args, b.Flags, s.hostEnv(ctx))); !ok && !s.alwaysAllowed(sp) {
 		return s.refuse(ctx, r, chatv1.IngressStatus_INGRESS_STATUS_DENIED, "denied", "Sorry, "+reason+". Ask an admin if you need it.")
 	}
 	req := &commandv1.CommandRequest{

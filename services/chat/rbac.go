@@ -118,9 +118,9 @@ func globMatch(pattern, s string) bool {
 	return err == nil && ok
 }
 
-// Authorize decides whether roles may run the command on the environments
-// it names. The reason is a sentence for the person when it is denied.
-func (c RBACConfig) Authorize(roles []string, sp *commandv1.CommandSpec, envs []string) (bool, string) {
+// Authorize decides whether roles may run the command on what it touches.
+// The reason is a sentence for the person when it is denied.
+func (c RBACConfig) Authorize(roles []string, sp *commandv1.CommandSpec, sc scope) (bool, string) {
 	if req := sp.GetRequiredRole(); req != "" && !slices.Contains(roles, req) {
 		return false, fmt.Sprintf("%s needs the role %q; you have %s", sp.GetName(), req, rolesText(roles))
 	}
@@ -131,15 +131,22 @@ func (c RBACConfig) Authorize(roles []string, sp *commandv1.CommandSpec, envs []
 			continue
 		}
 		if len(r.Environments) > 0 {
-			if bad := firstUnmatched(r.Environments, envs); bad != "" {
-				envDenied = bad
+			if len(sc.unknown) > 0 {
+				envDenied = fmt.Sprintf("%s, which the inventory does not know, so its environment cannot be checked", sc.unknown[0])
+				continue
+			}
+			if bad := firstUnmatched(r.Environments, sc.envs); bad != "" {
+				envDenied = fmt.Sprintf("%q", bad)
+				if h := sc.via[bad]; h != "" {
+					envDenied += fmt.Sprintf(" (%s is there)", h)
+				}
 				continue
 			}
 		}
 		return true, ""
 	}
 	if envDenied != "" {
-		return false, fmt.Sprintf("your roles (%s) may run %s, but not on %q", strings.Join(roles, ", "), sp.GetName(), envDenied)
+		return false, fmt.Sprintf("your roles (%s) may run %s, but not on %s", strings.Join(roles, ", "), sp.GetName(), envDenied)
 	}
 	return false, fmt.Sprintf("your roles (%s) do not include %s", rolesText(roles), sp.GetName())
 }
@@ -169,17 +176,53 @@ func firstUnmatched(patterns, envs []string) string {
 	return ""
 }
 
-// environments lists the environments a request names, from arguments and
-// flags typed ENVIRONMENT or ROLE_ENV.
-func environments(sp *commandv1.CommandSpec, args, flags map[string]string) []string {
-	var envs []string
+// scope is what a request touches, for roles limited to environments: the
+// environments it names, and those of the hosts it names.
+type scope struct {
+	envs    []string
+	via     map[string]string // environment → a named host that is in it
+	unknown []string          // named hosts the inventory does not know
+}
+
+// hostEnv finds a host's environment in the inventory.
+type hostEnv func(host string) (env string, ok bool)
+
+// requestScope reads the scope from the arguments and flags typed
+// ENVIRONMENT or ROLE_ENV (the environment itself) and HOST or HOST_LIST
+// (each host's environment, from the inventory): `lb drain web1` touches
+// production when web1 is there, though no argument says so.
+func requestScope(sp *commandv1.CommandSpec, args, flags map[string]string, lookup hostEnv) scope {
+	sc := scope{via: map[string]string{}}
+	addEnv := func(e string) {
+		if !slices.Contains(sc.envs, e) {
+			sc.envs = append(sc.envs, e)
+		}
+	}
 	add := func(t commandv1.ArgType, v string) {
 		switch t {
 		case commandv1.ArgType_ARG_TYPE_ENVIRONMENT:
-			envs = append(envs, v)
+			addEnv(v)
 		case commandv1.ArgType_ARG_TYPE_ROLE_ENV:
 			if i := strings.LastIndexByte(v, '@'); i >= 0 {
-				envs = append(envs, v[i+1:])
+				addEnv(v[i+1:])
+			}
+		case commandv1.ArgType_ARG_TYPE_HOST, commandv1.ArgType_ARG_TYPE_HOST_LIST:
+			for _, h := range strings.Split(v, ",") {
+				if h = strings.TrimSpace(h); h == "" {
+					continue
+				}
+				e, ok := "", false
+				if lookup != nil {
+					e, ok = lookup(h)
+				}
+				if !ok {
+					sc.unknown = append(sc.unknown, h)
+					continue
+				}
+				addEnv(e)
+				if sc.via[e] == "" {
+					sc.via[e] = h
+				}
 			}
 		}
 	}
@@ -193,5 +236,5 @@ func environments(sp *commandv1.CommandSpec, args, flags map[string]string) []st
 			add(f.GetType(), v)
 		}
 	}
-	return envs
+	return sc
 }

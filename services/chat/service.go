@@ -27,6 +27,7 @@ import (
 	"github.com/switchboard-ops/switchboard/kit/bus"
 	"github.com/switchboard-ops/switchboard/kit/command"
 	"github.com/switchboard-ops/switchboard/kit/emit"
+	"github.com/switchboard-ops/switchboard/kit/inventory"
 	"github.com/switchboard-ops/switchboard/kit/jobs"
 	"github.com/switchboard-ops/switchboard/services/chat/console"
 	"github.com/switchboard-ops/switchboard/services/chat/route"
@@ -176,6 +177,8 @@ type Service struct {
 	cancel  context.CancelFunc
 	sem     chan struct{}
 	egress  []*egress
+
+	inv *inventory.Cache // hosts' environments, for roles limited to some
 }
 
 // BucketConfirm holds pending confirmations, one key per code.
@@ -219,6 +222,10 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
+	invKV, err := inventory.Bucket(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("chat: %w", err)
+	}
 	aliases, _ := parseAliases(cfg.Aliases)
 	s := &Service{
 		cfg:      cfg,
@@ -236,6 +243,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		instance: d.Instance,
 		sem:      make(chan struct{}, 512),
 		router:   router,
+		inv:      inventory.NewCache(invKV),
 	}
 	s.messages, _ = d.Meter.Int64Counter("sb.chat.messages", metric.WithDescription("Messages handled by the chat ingress, by adapter and verdict."))
 	s.builtins = s.builtinCommands()
@@ -279,6 +287,11 @@ func (s *Service) Start(ctx context.Context, l net.Listener) error {
 	s.cancel = cancel
 	s.wg.Add(1)
 	go s.discover(rctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.inv.Run(rctx)
+	}()
 	if s.cfg.Console.Addr != "" {
 		c, err := console.New(s.cfg.Console, s, s.js, s.baseLog.With("service", "chat", "adapter", "console"))
 		if err != nil {
@@ -427,6 +440,23 @@ func (s *Service) onChatIn(m *nats.Msg) {
 			s.log.Warn("answer on chat bridge", "error", err)
 		}
 	}()
+}
+
+// hostEnv looks hosts up in the inventory. Without one (none published, or
+// the bus unavailable) every host is unknown: roles limited to environments
+// are then refused, the others unaffected.
+func (s *Service) hostEnv(ctx context.Context) hostEnv {
+	return func(host string) (string, bool) {
+		snap, err := s.inv.Get(ctx)
+		if err != nil {
+			return "", false
+		}
+		h := snap.Host(host)
+		if h == nil {
+			return "", false
+		}
+		return h.GetEnvironment(), true
+	}
 }
 
 // checkBridge says why a bridge may not send msg as its author, or "". It
