@@ -398,6 +398,10 @@ func TestNATSPermissionsOfDeployConfig(t *testing.T) {
 		if _, err := lbjs.OrderedConsumer(cctx, wire.StreamChat, jetstream.OrderedConsumerConfig{}); err == nil {
 			t.Error("the lb user could create a consumer on CHAT")
 		}
+		// Nor can it remove the chat egress's durable consumer.
+		if err := lbjs.DeleteConsumer(cctx, wire.StreamChat, "chat-egress-console"); err == nil || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			t.Errorf("deleting a CHAT consumer as lb: %v, want a permission error", err)
+		}
 		// The service's own work goes through: a KV write and an audit record.
 		kv, err := lbjs.KeyValue(ctx, wire.BucketJobs)
 		if err != nil {
