@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +13,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 )
 
 // syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
@@ -43,6 +48,13 @@ func startSwitchboard(t *testing.T) func(string) string {
 // binary printed on stdout (the console URL).
 func startSwitchboardOutput(t *testing.T) (func(string) string, string) {
 	t.Helper()
+	return startSwitchboardWith(t, nil)
+}
+
+// startSwitchboardWith is startSwitchboardOutput with more settings in the
+// environment (SB_CONFIG, …).
+func startSwitchboardWith(t *testing.T, extra map[string]string) (func(string) string, string) {
+	t.Helper()
 	dir := t.TempDir()
 	env := map[string]string{
 		"SB_DATA_DIR":            dir,
@@ -52,6 +64,7 @@ func startSwitchboardOutput(t *testing.T) (func(string) string, string) {
 		"SB_INCIDENTS_HTTP_ADDR": "127.0.0.1:0",
 		"HOME":                   dir,
 	}
+	maps.Copy(env, extra)
 	getenv := func(k string) string { return env[k] }
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errOut syncBuffer
@@ -115,6 +128,46 @@ func TestSayExitCodes(t *testing.T) {
 				t.Fatalf("say %v: exit %d, output %q %q; want exit %d and %q", tt.args, code, out, errOut, tt.code, tt.inOutput)
 			}
 		})
+	}
+}
+
+// say's other exit codes and its output: denied (3), nothing running (4),
+// --json lines, --channel.
+func TestSayDeniedUnavailableJSONAndChannel(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "switchboard.yaml")
+	if err := os.WriteFile(cfg, []byte("chat:\n  rbac:\n    default_roles: [viewer]\n    roles:\n      viewer: {commands: [ping]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	getenv, _ := startSwitchboardWith(t, map[string]string{"SB_CONFIG": cfg})
+
+	code, out, errOut := runSay(t, getenv, "deploy", "status", "0123456789ab")
+	if code != exitDenied || !strings.Contains(out+errOut, "Sorry, your roles (viewer) do not include deploy status") {
+		t.Fatalf("say deploy status as a viewer: exit %d, %q %q; want %d and a refusal", code, out, errOut, exitDenied)
+	}
+
+	code, out, errOut = runSay(t, getenv, "--json", "--channel", "night-shift", "ping")
+	if code != exitOK {
+		t.Fatalf("say --json ping: exit %d, %q %q", code, out, errOut)
+	}
+	var kinds []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var p chatv1.ChatPost
+		if err := protojson.Unmarshal([]byte(line), &p); err != nil {
+			t.Fatalf("say --json printed a line that is not a ChatPost: %q: %v", line, err)
+		}
+		if got := p.GetConversation().GetChannel(); got != "night-shift" {
+			t.Fatalf("post in channel %q, want night-shift: %q", got, line)
+		}
+		kinds = append(kinds, p.GetKind().String())
+	}
+	if len(kinds) == 0 || kinds[len(kinds)-1] != chatv1.Kind_KIND_RESULT.String() {
+		t.Fatalf("say --json ping printed kinds %v, want the result last", kinds)
+	}
+
+	empty := map[string]string{"SB_DATA_DIR": t.TempDir(), "HOME": t.TempDir()}
+	code, _, errOut = runSay(t, func(k string) string { return empty[k] }, "ping")
+	if code != exitUnavailable || !strings.Contains(errOut, "no switchboard is running here") {
+		t.Fatalf("say with nothing running: exit %d, %q; want %d", code, errOut, exitUnavailable)
 	}
 }
 

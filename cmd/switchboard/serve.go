@@ -158,6 +158,7 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 		}
 	}()
 	consoleURL := ""
+	var chatSvc *chat.Service
 	meter := tel.Meter("switchboard")
 	for _, name := range names {
 		var stop func(context.Context)
@@ -179,7 +180,7 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 			if err = svc.Start(ctx, l); err != nil {
 				break
 			}
-			stop = svc.Stop
+			stop, chatSvc = svc.Stop, svc
 		case "lb":
 			stop, err = started(lb.New(ctx, cfg.LB, lb.Deps{NC: nc, Log: log, Tracing: tel.TracerProvider(), Meter: meter, Replicas: cfg.NATS.Replicas, DataDir: cfg.DataDir}))(ctx)
 		case "dns":
@@ -203,6 +204,12 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 			return err
 		}
 		stops = append(stops, stop)
+	}
+	if chatSvc != nil && len(names) > 1 {
+		// The chat started first and found no other service yet.
+		if err := chatSvc.Discover(ctx); err != nil {
+			log.Warn("command discovery after start", "error", err)
+		}
 	}
 	if cfg.Metrics.Addr != "" {
 		srv := &http.Server{Addr: cfg.Metrics.Addr, Handler: metricsMux(tel), ReadHeaderTimeout: 5 * time.Second}

@@ -442,6 +442,13 @@ func (s *Service) onChatIn(m *nats.Msg) {
 	}()
 }
 
+// Discover asks every service for its commands now, rather than at the next
+// discovery interval: the all-in-one binary calls it once every service has
+// started, so the first command typed is known.
+func (s *Service) Discover(ctx context.Context) error {
+	return s.reg.refresh(ctx)
+}
+
 // hostEnv looks hosts up in the inventory. Without one (none published, or
 // the bus unavailable) every host is unknown: roles limited to environments
 // are then refused, the others unaffected.
