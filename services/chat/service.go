@@ -166,6 +166,7 @@ type Service struct {
 	aliases  map[string]alias
 	builtins map[string]builtin
 	instance string
+	replicas int // of the chat's own buckets
 
 	mu      sync.Mutex
 	sys     *command.Server
@@ -241,6 +242,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		reg:      newRegistry(d.NC, d.Log.With("service", "chat")),
 		aliases:  aliases,
 		instance: d.Instance,
+		replicas: d.Replicas,
 		sem:      make(chan struct{}, 512),
 		router:   router,
 		inv:      inventory.NewCache(invKV),
@@ -324,7 +326,9 @@ func (s *Service) Start(ctx context.Context, l net.Listener) error {
 // listens on chat.slack.events_addr when l is nil) and delivers its posts
 // through the shared egress.
 func (s *Service) startSlack(ctx context.Context, l net.Listener) error {
-	a, err := slack.New(s.cfg.Slack, s, s.baseLog.With("service", "chat"))
+	// The shared post-id → ts bucket lets any replica thread a post under
+	// one another replica delivered (an incident's later events).
+	a, err := slack.New(s.cfg.Slack, s, s.baseLog.With("service", "chat"), slack.WithJetStream(s.js, s.replicas))
 	if err != nil {
 		return fmt.Errorf("chat: slack: %w", err)
 	}
