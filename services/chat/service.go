@@ -258,7 +258,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 	return s, nil
 }
 
-// Start serves the sys commands (ping), the CLI bridge on sb.chat.in, the
+// Start serves the sys commands (ping), the bridges on sb.chat.in.<bridge>, the
 // discovery loop and, when configured, the web console on l (nil: listen on
 // cfg.Console.Addr).
 func (s *Service) Start(ctx context.Context, l net.Listener) error {

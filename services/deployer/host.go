@@ -208,7 +208,7 @@ func (s *Service) retire(ctx context.Context, job *command.Job) error {
 }
 
 // drainViaLB sends `lb drain <hosts> --wait` through the chat ingress
-// (sb.chat.in) as the person who asked for the retire, in the same thread:
+// (sb.chat.in.deployer) as the person who asked for the retire, in the same thread:
 // only the chat publishes on sb.cmd.>, and it checks the person's RBAC for
 // lb drain and validates the command against the lb service's own spec.
 // It then waits for that job to end.
