@@ -143,7 +143,7 @@ func start(ctx context.Context, cfgPath string, names []string, getenv func(stri
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = bus.EnsureStreams(ectx, js, bus.StreamOptions{Replicas: cfg.NATS.Replicas})
+	err = bus.EnsureStreams(ectx, js, bus.StreamOptions{Replicas: cfg.NATS.Replicas, Log: log})
 	cancel()
 	if err != nil {
 		return err

@@ -21,7 +21,7 @@ import (
 
 // killSwitch dials NATS for a replica that is to die mid-cycle: the moment
 // the replica writes a message whose protocol line starts with trigger
-// ("PUB sb.chat.in " also matches HPUB), that message and everything after
+// ("PUB sb.chat.in.watcher " also matches HPUB), that message and everything after
 // it are lost and the connection drops, as when the process is killed.
 // Nothing is released and nothing is said on the way out, and it never
 // connects again.
@@ -105,7 +105,7 @@ func (e *env) leaseHolder(ctx context.Context) string {
 func TestALeaderKilledMidCycleIsFinishedOnceByTheReplicaThatTakesOver(t *testing.T) {
 	for _, tc := range []struct{ name, trigger string }{
 		{"killed as it posts the decision", "PUB " + wire.ChatPostSubject("console", "ops") + " "},
-		{"killed as it sends lb remove", "PUB " + wire.SubjectChatIn + " "},
+		{"killed as it sends lb remove", "PUB " + wire.ChatInSubject("watcher") + " "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hosts := fleetNames(8)
