@@ -77,6 +77,8 @@ func (e *Env) SendBridge(ctx context.Context, msg *chatv1.ChatMessage) (Result, 
 }
 
 func bridge(ctx context.Context, e *Env, msg *chatv1.ChatMessage) (*chatv1.ChatReply, error) {
+	// The CLI's bridge speaks only for cli: identities (chat.bridges).
+	msg.Author = &chatv1.Identity{Id: "cli:load", Name: "load"}
 	data, err := wire.Marshal(msg)
 	if err != nil {
 		return nil, err
