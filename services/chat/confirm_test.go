@@ -1,16 +1,22 @@
 package chat_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
 
 	chatv1 "github.com/switchboard-ops/switchboard/proto/sb/chat/v1"
 	"github.com/switchboard-ops/switchboard/proto/sb/wire"
 
+	"github.com/switchboard-ops/switchboard/kit/natstest"
 	"github.com/switchboard-ops/switchboard/services/chat"
 )
 
@@ -149,4 +155,56 @@ func TestAConfirmedCommandWhoseServiceIsGoneSaysSo(t *testing.T) {
 		t.Fatalf("errors in the command's thread %q, want %q", errs, want)
 	}
 	h.noJob(commandID(msg))
+}
+
+// TestAConfirmationAfterItsTimeLimitIsRefusedAndRunsNothing lets a
+// confirmation expire (with the shortest time limit the configuration
+// allows): confirming it then is refused with the reason, and the command
+// never runs.
+func TestAConfirmationAfterItsTimeLimitIsRefusedAndRunsNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.serveT()
+	cfg := testConfig()
+	cfg.ConfirmTTL = 10 * time.Second
+	svc := h.startChat(cfg)
+
+	asked := time.Now() // before the code exists, so before its time starts
+	msg, code := h.askToConfirm(svc, ana, "t nuke web1")
+	// Expiry is the server's (the bucket's TTL): wait for the code to be
+	// gone rather than for a time that a slow machine might not honour.
+	kv, err := h.js.KeyValue(natstest.Context(t, 10*time.Second), chat.BucketConfirm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, cfg.ConfirmTTL+waitTotal, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := kv.Get(ctx, code); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("confirmation %s still pending (%v)", code, err)
+		}
+		return nil
+	})
+	if waited := time.Since(asked); waited < cfg.ConfirmTTL {
+		t.Fatalf("confirmation %s was gone after %v, before its time limit of %v", code, waited, cfg.ConfirmTTL)
+	}
+
+	got := h.refused(svc, ana, "confirm "+code, chatv1.IngressStatus_INGRESS_STATUS_REJECTED)
+	if want := `there is no pending confirmation "` + code + `" (they expire after 10s)`; got != want {
+		t.Fatalf("late confirm: %q, want %q", got, want)
+	}
+	h.noJob(commandID(msg))
+	if n := h.rec.total(); n != 0 {
+		t.Fatalf("handlers ran %d times, want none", n)
+	}
+	// The command's own trail ends at the question, and its thread has
+	// no job's post, result or error.
+	if got := outcomes(h.auditOf(commandID(msg))); !cmp.Equal(got, []string{"request received", "decision confirm"}) {
+		t.Fatalf("audit trail of the command %q, want only the request and the confirm decision", got)
+	}
+	for _, p := range h.posts(thread(msg)) {
+		if p.GetJobId() != "" || p.GetKind() == chatv1.Kind_KIND_RESULT || p.GetKind() == chatv1.Kind_KIND_ERROR {
+			t.Fatalf("the command's thread has %v %q (job %q); nothing should have run", p.GetKind(), p.GetText(), p.GetJobId())
+		}
+	}
 }
