@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -47,6 +48,11 @@ func (s *Service) confirm(ctx context.Context, r *request, req *commandv1.Comman
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading confirmation %s failed: %w", code, err)
+	}
+	if age := time.Since(e.Created()); age > s.cfg.ConfirmTTL {
+		// The bucket's TTL removes the code a moment after it expires; the
+		// limit the person was told is this one.
+		return nil, fmt.Errorf("confirmation %s expired %v ago (they are valid for %v); send the command again", code, (age - s.cfg.ConfirmTTL).Round(time.Second), s.cfg.ConfirmTTL)
 	}
 	var parked commandv1.CommandRequest
 	if err := wire.Unmarshal(e.Value(), &parked); err != nil {
