@@ -418,6 +418,8 @@ func (a *Adapter) call(ctx context.Context, ch string, kind callKind, what strin
 				return a.undeliverable(ch, se.Err)
 			}
 			if refused[se.Err] {
+				a.tellOpsOnce(ch+"/"+se.Err, ch, fmt.Sprintf(":warning: Slack refused a post to <#%s> (`%s`), so it was skipped; the logs have it.", ch, se.Err))
+				a.log.Error("slack: a post was refused and skipped", "channel", ch, "reason", se.Err)
 				return &refusedError{fmt.Errorf("slack %s to %s: %w", what, ch, err)}
 			}
 			return fmt.Errorf("slack %s to %s: %w", what, ch, err)
@@ -437,28 +439,36 @@ func (a *Adapter) call(ctx context.Context, ch string, kind callKind, what strin
 // reason for the life of the process.
 func (a *Adapter) undeliverable(ch, code string) error {
 	a.dead.put(ch, code)
-	key := ch + "/" + code
+	if a.tellOpsOnce(ch+"/"+code, ch, fmt.Sprintf(":warning: I cannot post to <#%s>: %s (`%s`). Its posts are skipped until that changes: invite me with `/invite @switchboard`, or route them elsewhere.",
+		ch, undeliverable[code], code)) {
+		a.log.Error("slack: posts to a channel cannot be delivered; they are skipped", "channel", ch, "reason", code)
+	}
+	return &UndeliverableError{Channel: ch, Reason: code}
+}
+
+// tellOpsOnce posts text to the ops channel the first time key is seen in
+// the life of the process (never about the ops channel itself), and says
+// whether this was the first time.
+func (a *Adapter) tellOpsOnce(key, about, text string) bool {
 	a.opsMu.Lock()
 	first := !a.reported[key]
 	a.reported[key] = true
 	a.opsMu.Unlock()
-	if first {
-		a.log.Error("slack: posts to a channel cannot be delivered; they are skipped", "channel", ch, "reason", code)
-		if ops := a.cfg.OpsChannel; ops != "" && ops != ch {
-			text := fmt.Sprintf(":warning: I cannot post to <#%s>: %s (`%s`). Its posts are skipped until that changes: invite me with `/invite @switchboard`, or route them elsewhere.",
-				ch, undeliverable[code], code)
-			a.wg.Add(1)
-			go func() {
-				defer a.wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				if _, err := a.post(ctx, ops, "", rendered{text: text}); err != nil {
-					a.log.Error("slack: tell the ops channel about an undeliverable channel", "ops_channel", ops, "error", err)
-				}
-			}()
-		}
+	if !first {
+		return false
 	}
-	return &UndeliverableError{Channel: ch, Reason: code}
+	if ops := a.cfg.OpsChannel; ops != "" && ops != about {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if _, err := a.post(ctx, ops, "", rendered{text: text}); err != nil {
+				a.log.Error("slack: tell the ops channel", "ops_channel", ops, "error", err)
+			}
+		}()
+	}
+	return true
 }
 
 // deliverDigest posts one message that stands for a run of notices and

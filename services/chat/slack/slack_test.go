@@ -597,3 +597,30 @@ func TestTokensComeFromTheEnvironment(t *testing.T) {
 		t.Fatalf("tokens not taken from the environment: %v", cfg.Chat.Slack)
 	}
 }
+
+// A post Slack refuses for what it is (here an empty one: no_text) is
+// skipped, said once in the ops channel, and does not hold up the posts
+// after it.
+func TestARefusedPostIsSkippedAndReportedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.startReplica(e.slackConfig(slack.ModeEvents))
+	ctx := natstest.Context(t, 10*time.Second)
+	for i := range 2 {
+		emit.Post(ctx, e.js, &chatv1.ChatPost{Id: fmt.Sprintf("empty-%d", i), Conversation: &chatv1.Conversation{Adapter: slack.Name, Channel: chBurst},
+			Kind: chatv1.Kind_KIND_NOTICE})
+	}
+	emit.Post(ctx, e.js, &chatv1.ChatPost{Id: "after", Conversation: &chatv1.Conversation{Adapter: slack.Name, Channel: chBurst},
+		Kind: chatv1.Kind_KIND_NOTICE, Text: "after the refused ones"})
+	waitFor(t, func() error {
+		if len(e.fake.Messages(chBurst)) != 1 || len(e.fake.Messages(chOps)) != 1 {
+			return fmt.Errorf("burst %d, ops %d", len(e.fake.Messages(chBurst)), len(e.fake.Messages(chOps)))
+		}
+		return nil
+	})
+	if got := e.fake.Messages(chBurst)[0].Text; !strings.Contains(got, "after the refused ones") {
+		t.Fatalf("the post after the refused ones: %q", got)
+	}
+	if got := e.fake.Messages(chOps)[0].Text; !strings.Contains(got, "Slack refused a post to <#"+chBurst+"> (`no_text`)") {
+		t.Fatalf("ops report: %q", got)
+	}
+}
