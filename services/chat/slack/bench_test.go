@@ -3,10 +3,14 @@ package slack_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"regexp"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -180,4 +184,163 @@ func BenchmarkEgressPostToAPICall(b *testing.B) {
 	b.ReportMetric(float64(pct(lat, 0.5).Microseconds()), "p50-µs")
 	b.ReportMetric(float64(pct(lat, 0.99).Microseconds()), "p99-µs")
 	b.ReportMetric(float64(pct(base, 0.5).Microseconds()), "baseline-p50-µs")
+}
+
+// incidentNumberRe finds the events a Slack message names: every storm
+// event's title carries its own incident number.
+var incidentNumberRe = regexp.MustCompile(`Incident #(\d+) —`)
+
+// routeHeadlineRe is a route digest's headline as Slack shows it.
+var routeHeadlineRe = regexp.MustCompile(`^(\d+) more PagerDuty events: .* — list in thread$`)
+
+// shownEvents returns the incident numbers a message names, in its text or
+// in the files shared with it (a long list goes up as a file).
+func shownEvents(m slackfake.Message) map[int]bool {
+	out := map[int]bool{}
+	texts := []string{m.Text}
+	for _, f := range m.Files {
+		texts = append(texts, string(f.Content))
+	}
+	for _, t := range texts {
+		for _, x := range incidentNumberRe.FindAllStringSubmatch(t, -1) {
+			v, _ := strconv.Atoi(x[1])
+			out[v] = true
+		}
+	}
+	return out
+}
+
+// BenchmarkIncidentStormThroughSlack is BenchmarkIncidentStorm of
+// services/chat/route carried on into Slack: 10,000 PagerDuty events
+// published evenly over a minute (SB_BENCH_STORM_SECONDS changes that) go
+// through the router, the chat egress and the Slack adapter to the fake
+// Slack, with Slack's limits on — one message a second per channel, which
+// a shared file counts against, and the method tiers — on the real clock.
+// It waits until every event is named in a message of the incident
+// channel or in a digest's list (a file when long), and reports the
+// messages Slack holds, the smallest gap between two of them (thread
+// replies and shared files included: Slack's per-channel limit counts
+// them too), the 429s the fake answered, and how long after the last
+// event was published the message came that made the channel complete.
+// The same-run baseline is the producer's publish time and the naive
+// alternative of one message per event at one a second (events × 1 s).
+//
+//	go test -run '^$' -bench IncidentStormThroughSlack -benchtime 1x ./services/chat/slack/
+func BenchmarkIncidentStormThroughSlack(b *testing.B) {
+	const n = 10000
+	const slackInterval = time.Second // the fake's, and Slack's, per-channel limit
+	secs := 60
+	if v, err := strconv.Atoi(os.Getenv("SB_BENCH_STORM_SECONDS")); err == nil && v > 0 {
+		secs = v
+	}
+	e := newEnv(b, slackfake.WithPostInterval(slackInterval))
+	e.startReplicaWith(routedConfig(slackInterval), e.slackConfig(slack.ModeEvents))
+	ctx := natstest.Context(b, time.Duration(secs)*time.Second+5*time.Minute)
+
+	b.ResetTimer()
+	t0 := time.Now()
+	every := time.Duration(secs) * time.Second / n
+	for i := range n {
+		if d := time.Until(t0.Add(time.Duration(i) * every)); d > 0 {
+			time.Sleep(d)
+		}
+		// The route benchmark's mix: 2 triggered, 2 resolved, 1
+		// acknowledged in 5, over 700 incidents.
+		verb := "triggered"
+		switch i % 5 {
+		case 1, 2:
+			verb = "resolved"
+		case 3:
+			verb = "acknowledged"
+		}
+		if _, err := emit.Event(ctx, e.js, incidentEvent(fmt.Sprintf("STORM%05d", i), verb, fmt.Sprintf("PST%05d", i%700), i)); err != nil {
+			b.Fatalf("publish event %d: %v", i, err)
+		}
+	}
+	lastEvent := time.Now()
+
+	// The fake keeps messages in the order it accepted them and never
+	// changes one here (nothing is edited), so each is read once.
+	shownIn := map[int]int{} // incident number → messages naming it
+	read := 0
+	var complete time.Time
+	for complete.IsZero() {
+		msgs := e.fake.Messages(chIncident)
+		for _, m := range msgs[read:] {
+			for v := range shownEvents(m) {
+				shownIn[v]++
+			}
+			if len(shownIn) == n && complete.IsZero() {
+				complete = m.At
+			}
+		}
+		read = len(msgs)
+		if !complete.IsZero() {
+			break
+		}
+		if time.Since(lastEvent) > 5*time.Minute {
+			b.Fatalf("5 minutes after the last event, %d of %d events are in Slack", len(shownIn), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.StopTimer()
+
+	msgs := e.fake.Messages(chIncident)
+	minGap := time.Duration(math.MaxInt64)
+	var headlines, files int
+	for i, m := range msgs {
+		if i > 0 {
+			minGap = min(minGap, m.At.Sub(msgs[i-1].At))
+		}
+		files += len(m.Files)
+		h := routeHeadlineRe.FindStringSubmatch(m.Text)
+		if h == nil || m.ThreadTS != "" {
+			continue
+		}
+		// A digest's list is in its headline's thread and names as many
+		// events as the headline counts.
+		headlines++
+		want, _ := strconv.Atoi(h[1])
+		listed := 0
+		for _, r := range msgs {
+			if r.ThreadTS == m.TS {
+				listed += len(shownEvents(r))
+			}
+		}
+		if listed != want {
+			b.Errorf("the thread of %q lists %d events, want %d", m.Text, listed, want)
+		}
+	}
+	twice := 0
+	for v, k := range shownIn {
+		if v < 0 || v >= n {
+			b.Errorf("Slack names incident #%d, which no event of the storm had", v)
+		}
+		if k > 1 {
+			twice++
+		}
+	}
+	if len(shownIn) != n {
+		b.Fatalf("%d events named in Slack, want all %d", len(shownIn), n)
+	}
+	if minGap < slackInterval {
+		b.Fatalf("two messages %v apart in the channel: faster than Slack's one a second", minGap)
+	}
+	limited := e.fake.RateLimited()
+	drain := complete.Sub(lastEvent)
+	published := lastEvent.Sub(t0)
+	b.ReportMetric(float64(len(msgs)), "slack-messages")
+	b.ReportMetric(float64(headlines), "digest-headlines")
+	b.ReportMetric(float64(files), "files")
+	b.ReportMetric(float64(len(shownIn)), "events-accounted")
+	b.ReportMetric(float64(twice), "events-shown-twice")
+	b.ReportMetric(minGap.Seconds(), "min-gap-s")
+	b.ReportMetric(float64(limited), "429s")
+	b.ReportMetric(drain.Seconds(), "complete-after-last-event-s")
+	b.ReportMetric(published.Seconds(), "baseline-publish-s")
+	b.ReportMetric(float64(n)*slackInterval.Seconds(), "baseline-naive-posts-s")
+	b.Logf("%d events over %v: %d Slack messages (%d digest headlines, %d files), min gap %v, %d answered 429 (chat.postMessage %d, files.completeUploadExternal %d), all in Slack %v after the last event; one message per event would take %v",
+		n, published.Round(time.Millisecond), len(msgs), headlines, files, minGap.Round(time.Millisecond), limited,
+		e.fake.RateLimitedCalls("chat.postMessage"), e.fake.RateLimitedCalls("files.completeUploadExternal"),
+		drain.Round(time.Millisecond), time.Duration(n)*slackInterval)
 }
