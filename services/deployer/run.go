@@ -2,15 +2,20 @@ package deployer
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/switchboard-ops/switchboard/kit/command"
@@ -39,12 +44,8 @@ func repoAuth(c ENCConfig) (transport.AuthMethod, error) {
 		if err != nil {
 			return nil, fmt.Errorf("deployer.enc.credentials_file: read ssh key: %w", err)
 		}
-		if c.KnownHosts != "" {
-			cb, err := knownhosts.New(c.KnownHosts)
-			if err != nil {
-				return nil, fmt.Errorf("deployer.enc.known_hosts: %w", err)
-			}
-			keys.HostKeyCallback = cb
+		if keys.HostKeyCallback, keys.HostKeyAlgorithms, err = hostKeyCheck(c.KnownHosts, ep); err != nil {
+			return nil, err
 		}
 		return keys, nil
 	case "http", "https":
@@ -52,13 +53,74 @@ func repoAuth(c ENCConfig) (transport.AuthMethod, error) {
 		if err != nil {
 			return nil, fmt.Errorf("deployer.enc.credentials_file: %w", err)
 		}
+		password := strings.TrimSpace(string(tok))
+		if password == "" {
+			return nil, fmt.Errorf("deployer.enc.credentials_file: %s is empty", c.CredentialsFile)
+		}
 		user := c.Username
 		if user == "" {
 			user = "git"
 		}
-		return &githttp.BasicAuth{Username: user, Password: strings.TrimSpace(string(tok))}, nil
+		return &githttp.BasicAuth{Username: user, Password: password}, nil
 	}
 	return nil, nil
+}
+
+// hostKeyCheck checks an ssh remote's host key against the known_hosts
+// file (the ssh defaults when empty) and returns the host key algorithms to
+// ask the server for: those of the keys known_hosts holds for the remote.
+// Without that list x/crypto/ssh asks for an ECDSA key first, and a server
+// that also has the Ed25519 key recorded in known_hosts (the one OpenSSH's
+// ssh prefers and ssh-keyscan lists) would be refused as if its key had
+// changed.
+func hostKeyCheck(file string, ep *transport.Endpoint) (gossh.HostKeyCallback, []string, error) {
+	var files []string
+	shown := "the default known_hosts files"
+	if file != "" {
+		if _, err := os.Stat(file); err != nil {
+			return nil, nil, fmt.Errorf("deployer.enc.known_hosts: %w", err)
+		}
+		files, shown = []string{file}, "known_hosts "+file
+	}
+	db, err := gitssh.NewKnownHostsDb(files...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("deployer.enc.known_hosts: %w", err)
+	}
+	port := ep.Port
+	if port == 0 {
+		port = 22
+	}
+	check := db.HostKeyCallback()
+	// The refusal names the file, so whoever reads it knows where to look;
+	// it ends up in the chat when the deployer cannot reach its ENC.
+	explained := func(host string, remote net.Addr, key gossh.PublicKey) error {
+		err := check(host, remote, key)
+		var ke *knownhosts.KeyError
+		if !errors.As(err, &ke) {
+			return err
+		}
+		if len(ke.Want) == 0 {
+			return fmt.Errorf("%s is not in %s (add its host key once checked): %w", host, shown, err)
+		}
+		return fmt.Errorf("the host key of %s does not match %s: refusing to connect: %w", host, shown, err)
+	}
+	return explained, db.HostKeyAlgorithms(net.JoinHostPort(ep.Host, strconv.Itoa(port))), nil
+}
+
+// repoCA reads the certificates trusted for an https remote besides the
+// system's.
+func repoCA(c ENCConfig) ([]byte, error) {
+	if c.CAFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("deployer.enc.ca_file: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("deployer.enc.ca_file: no PEM certificate in %s", c.CAFile)
+	}
+	return pem, nil
 }
 
 // redactURL drops any password from a URL before it is logged.

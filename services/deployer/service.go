@@ -83,8 +83,12 @@ type ENCConfig struct {
 	CredentialsFile string `yaml:"credentials_file"`
 	// Username for https ("git" when empty) or ssh (from the URL, else "git").
 	Username string `yaml:"username"`
-	// KnownHosts is the known_hosts file for ssh remotes.
+	// KnownHosts is the known_hosts file for ssh remotes (when empty,
+	// $SSH_KNOWN_HOSTS, else ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts).
 	KnownHosts string `yaml:"known_hosts"`
+	// CAFile holds PEM certificates trusted for an https remote besides
+	// the system's: a company CA, or a forge's self-signed certificate.
+	CAFile string `yaml:"ca_file"`
 	// PollInterval: how often to fetch to catch commits made by people.
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// Author is the bot's name and e-mail in commits.
@@ -261,7 +265,11 @@ func openRepo(ctx context.Context, c ENCConfig, dataDir string, log *slog.Logger
 	if err != nil {
 		return nil, err
 	}
+	ca, err := repoCA(c)
+	if err != nil {
+		return nil, err
+	}
 	octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return gitrepo.Open(octx, gitrepo.Options{URL: url, Branch: c.Branch, Dir: filepath.Join(dir, "clone.git"), Auth: auth, Committer: bot})
+	return gitrepo.Open(octx, gitrepo.Options{URL: url, Branch: c.Branch, Dir: filepath.Join(dir, "clone.git"), Auth: auth, CABundle: ca, Committer: bot})
 }

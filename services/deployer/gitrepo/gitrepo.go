@@ -58,6 +58,9 @@ type Options struct {
 	Dir string
 	// Auth for ssh and https remotes; nil for local ones.
 	Auth transport.AuthMethod
+	// CABundle holds PEM certificates trusted for an https remote besides
+	// the system's (a company CA, a self-signed forge).
+	CABundle []byte
 	// Committer of every commit (the bot).
 	Committer Signature
 	// MaxAttempts bounds push retries after a concurrent push (default 8).
@@ -76,10 +79,13 @@ var ErrRejected = errors.New("push rejected")
 // Repo is a clone of one branch. Its methods are safe for concurrent use;
 // commits from one Repo are serialised.
 type Repo struct {
-	opts   Options
-	repo   *git.Repository
-	ep     *transport.Endpoint
-	tr     transport.Transport
+	opts Options
+	repo *git.Repository
+	ep   *transport.Endpoint
+	tr   transport.Transport
+	// shown is the remote as messages name it: without the password a URL
+	// may carry, because errors end up in chat and in logs.
+	shown  string
 	branch plumbing.ReferenceName
 	remote plumbing.ReferenceName
 
@@ -103,8 +109,9 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	}
 	ep, err := transport.NewEndpoint(o.URL)
 	if err != nil {
-		return nil, fmt.Errorf("git remote %q: %w", o.URL, err)
+		return nil, fmt.Errorf("git remote: %w", err)
 	}
+	ep.CaBundle = o.CABundle
 	tr, err := transportFor(ep)
 	if err != nil {
 		return nil, err
@@ -128,7 +135,7 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 			return nil, fmt.Errorf("add remote to %s: %w", o.Dir, err)
 		}
 	}
-	r := &Repo{opts: o, repo: repo, ep: ep, tr: tr,
+	r := &Repo{opts: o, repo: repo, ep: ep, tr: tr, shown: withoutPassword(ep),
 		branch: plumbing.NewBranchReferenceName(o.Branch),
 		remote: plumbing.NewRemoteReferenceName("origin", o.Branch)}
 	if _, err := r.Fetch(ctx); err != nil {
@@ -151,9 +158,16 @@ func transportFor(ep *transport.Endpoint) (transport.Transport, error) {
 	}
 	tr, err := client.NewClient(ep)
 	if err != nil {
-		return nil, fmt.Errorf("git remote %s: %w", ep.String(), err)
+		return nil, fmt.Errorf("git remote %s: %w", withoutPassword(ep), err)
 	}
 	return tr, nil
+}
+
+// withoutPassword is the endpoint's URL with any password left out.
+func withoutPassword(ep *transport.Endpoint) string {
+	shown := *ep
+	shown.Password = ""
+	return shown.String()
 }
 
 // Head is the commit of the branch as last fetched or pushed.
@@ -178,16 +192,16 @@ func (r *Repo) fetch(ctx context.Context) (plumbing.Hash, error) {
 	// Only this one branch, into its remote-tracking ref. The tracking ref
 	// follows the remote wherever it goes ("+"), as git's does.
 	spec := config.RefSpec("+" + r.branch.String() + ":" + r.remote.String())
-	err = rem.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{spec}, Auth: r.opts.Auth, Tags: git.NoTags})
+	err = rem.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{spec}, Auth: r.opts.Auth, CABundle: r.opts.CABundle, Tags: git.NoTags})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-			return plumbing.ZeroHash, fmt.Errorf("git fetch %s: the repository is empty", r.ep.String())
+			return plumbing.ZeroHash, fmt.Errorf("git fetch %s: the repository is empty", r.shown)
 		}
-		return plumbing.ZeroHash, fmt.Errorf("git fetch %s %s: %w", r.ep.String(), r.opts.Branch, err)
+		return plumbing.ZeroHash, fmt.Errorf("git fetch %s %s: %w", r.shown, r.opts.Branch, err)
 	}
 	ref, err := r.repo.Reference(r.remote, true)
 	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("git fetch %s: branch %s not found on the remote: %w", r.ep.String(), r.opts.Branch, err)
+		return plumbing.ZeroHash, fmt.Errorf("git fetch %s: branch %s not found on the remote: %w", r.shown, r.opts.Branch, err)
 	}
 	r.head = ref.Hash()
 	// Keep the local branch where the remote is, for people who look.
@@ -340,7 +354,7 @@ func (r *Repo) Commit(ctx context.Context, author Signature, message string, edi
 		r.repo.Storer.SetReference(plumbing.NewHashReference(r.branch, commit))
 		return Result{Commit: commit, Attempts: attempt}, nil
 	}
-	return Result{}, fmt.Errorf("git push %s: %d attempts, the branch kept moving (%v): %w", r.ep.String(), r.opts.MaxAttempts, lastErr, ErrRejected)
+	return Result{}, fmt.Errorf("git push %s: %d attempts, the branch kept moving (%v): %w", r.shown, r.opts.MaxAttempts, lastErr, ErrRejected)
 }
 
 // errConcurrent means the remote branch moved since the fetch.
@@ -351,16 +365,16 @@ var errConcurrent = errors.New("the remote branch moved")
 func (r *Repo) push(ctx context.Context, old, new plumbing.Hash, objs []plumbing.Hash) error {
 	sess, err := r.tr.NewReceivePackSession(r.ep, r.opts.Auth)
 	if err != nil {
-		return fmt.Errorf("git push %s: %w", r.ep.String(), err)
+		return fmt.Errorf("git push %s: %w", r.shown, err)
 	}
 	defer sess.Close()
 	ar, err := sess.AdvertisedReferencesContext(ctx)
 	if err != nil {
-		return fmt.Errorf("git push %s: read references: %w", r.ep.String(), err)
+		return fmt.Errorf("git push %s: read references: %w", r.shown, err)
 	}
 	refs, err := ar.AllReferences()
 	if err != nil {
-		return fmt.Errorf("git push %s: read references: %w", r.ep.String(), err)
+		return fmt.Errorf("git push %s: read references: %w", r.shown, err)
 	}
 	if cur, ok := refs[r.branch]; !ok || cur.Hash() != old {
 		return errConcurrent
@@ -386,16 +400,16 @@ func (r *Repo) push(ctx context.Context, old, new plumbing.Hash, objs []plumbing
 		}
 		if strings.Contains(err.Error(), "command error on") || strings.Contains(err.Error(), "unpack error") {
 			// The remote answered and said no (a hook, a protected branch).
-			return fmt.Errorf("git push %s: %v: %w", r.ep.String(), err, ErrRejected)
+			return fmt.Errorf("git push %s: %v: %w", r.shown, err, ErrRejected)
 		}
-		return fmt.Errorf("git push %s: %w", r.ep.String(), err)
+		return fmt.Errorf("git push %s: %w", r.shown, err)
 	}
 	if rs != nil {
 		if err := rs.Error(); err != nil {
 			if concurrent(err.Error()) {
 				return errConcurrent
 			}
-			return fmt.Errorf("git push %s: %v: %w", r.ep.String(), err, ErrRejected)
+			return fmt.Errorf("git push %s: %v: %w", r.shown, err, ErrRejected)
 		}
 	}
 	return nil

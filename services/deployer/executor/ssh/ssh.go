@@ -8,11 +8,13 @@ package ssh
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,7 +140,9 @@ func (e *Executor) runOne(ctx context.Context, h executor.Host, a executor.Actio
 	defer stop()
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(e.cfg.ConnectTimeout))
-	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, e.client)
+	hostCfg := *e.client
+	hostCfg.HostKeyAlgorithms = knownAlgorithms(e.client.HostKeyCallback, addr)
+	cc, chans, reqs, err := ssh.NewClientConn(conn, addr, &hostCfg)
 	if err != nil {
 		detail := fmt.Sprintf("ssh handshake with %s: %v", addr, err)
 		var ke *knownhosts.KeyError
@@ -177,6 +181,43 @@ func (e *Executor) runOne(ctx context.Context, h executor.Host, a executor.Actio
 	}
 	return res
 }
+
+// knownAlgorithms returns the algorithms of the host keys known_hosts
+// holds for addr, to ask the server for one of those. Without the list
+// x/crypto/ssh asks for an ECDSA key first, and a server that also has the
+// Ed25519 key recorded in known_hosts (the one OpenSSH's ssh prefers and
+// ssh-keyscan lists first) would be refused as if its key had changed. For
+// a host known_hosts does not list, the defaults stay (and the check then
+// refuses it).
+func knownAlgorithms(check ssh.HostKeyCallback, addr string) []string {
+	// The callback answers a key it cannot match with every key it knows
+	// for the host: ask it with a key of no real type.
+	var ke *knownhosts.KeyError
+	if err := check(addr, &net.TCPAddr{IP: net.IPv4zero}, placeholderKey{}); !errors.As(err, &ke) {
+		return nil
+	}
+	known := slices.Clone(ke.Want)
+	slices.SortFunc(known, func(a, b knownhosts.KnownKey) int {
+		return cmp.Or(strings.Compare(a.Filename, b.Filename), a.Line-b.Line)
+	})
+	var algos []string
+	for _, k := range known {
+		typ := k.Key.Type()
+		if typ == ssh.KeyAlgoRSA {
+			// An RSA key signs with SHA-2 too (RFC 8332); prefer those.
+			algos = append(algos, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256)
+		}
+		algos = append(algos, typ)
+	}
+	return algos
+}
+
+// placeholderKey is a public key of no real type, matching no known_hosts line.
+type placeholderKey struct{}
+
+func (placeholderKey) Type() string                        { return "placeholder" }
+func (placeholderKey) Marshal() []byte                     { return []byte("placeholder") }
+func (placeholderKey) Verify([]byte, *ssh.Signature) error { return errors.New("placeholder key") }
 
 // ShellQuote joins argv into one command line that a POSIX shell splits
 // back into exactly argv: every element is single-quoted.

@@ -2,7 +2,9 @@ package ssh_test
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/pem"
@@ -47,6 +49,18 @@ func startServer(t *testing.T, clientKey ssh.PublicKey) *server {
 		return nil, os.ErrPermission
 	}}
 	cfg.AddHostKey(hk)
+	// Like a stock sshd, the server has an ECDSA host key too, which
+	// x/crypto/ssh asks for by default; known_hosts lists the Ed25519 one
+	// (hostKey), as OpenSSH's ssh records it.
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecSigner, err := ssh.NewSignerFromKey(ecKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AddHostKey(ecSigner)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
