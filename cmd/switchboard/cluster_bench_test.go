@@ -20,7 +20,8 @@ import (
 // cluster of deploy/nats (TLS, nkeys, R3 streams), with two chat replicas as
 // separate processes: one sender's latency from the text sent to the result
 // post, commands/s with 16 senders, and the time from a node's death to the
-// next command answered. "fsync-always" is the shipped node.conf;
+// next command answered (published, and stored on CHAT, where an adapter
+// reads it). "fsync-always" is the shipped node.conf;
 // "fsync-default" drops sync_interval (JetStream's 2-minute default), so the
 // ratio is what the stated durability costs.
 //
@@ -40,30 +41,33 @@ func BenchmarkClusterR3(b *testing.B) {
 			watch := c.connect("admin")
 			results := newResultWatch(b, watch)
 			var n atomic.Int64
-			send := func(channel string) (time.Duration, error) {
+			// send runs ping in channel and returns how long the answer took
+			// and the job's id.
+			send := func(channel string) (time.Duration, string, error) {
 				id := fmt.Sprintf("bench-%s-%d", channel, n.Add(1))
+				job := wire.JobID("cli/" + channel + "/" + id)
 				start := time.Now()
-				done := results.expect(wire.JobID("cli/" + channel + "/" + id))
+				done := results.expect(job)
 				msg := &chatv1.ChatMessage{Id: id, Conversation: &chatv1.Conversation{Adapter: "cli", Channel: channel},
 					Author: &chatv1.Identity{Id: "cli:bench", Name: "bench"}, Text: "ping"}
 				data, _ := wire.Marshal(msg)
 				resp, err := cli.Request(wire.ChatInSubject("cli"), data, 5*time.Second)
 				if err != nil {
-					return 0, err
+					return 0, job, err
 				}
 				var reply chatv1.ChatReply
 				if err := wire.Unmarshal(resp.Data, &reply); err != nil || reply.GetStatus() != chatv1.IngressStatus_INGRESS_STATUS_ACCEPTED {
-					return 0, fmt.Errorf("not accepted: %v %q", reply.GetStatus(), reply.GetMessage())
+					return 0, job, fmt.Errorf("not accepted: %v %q", reply.GetStatus(), reply.GetMessage())
 				}
 				select {
 				case <-done:
-					return time.Since(start), nil
+					return time.Since(start), job, nil
 				case <-time.After(10 * time.Second):
-					return 0, fmt.Errorf("no result for %s", id)
+					return 0, job, fmt.Errorf("no result for %s", id)
 				}
 			}
 			for range 50 { // warm up
-				if _, err := send("warm"); err != nil {
+				if _, _, err := send("warm"); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -95,7 +99,7 @@ func BenchmarkClusterR3(b *testing.B) {
 
 				var lat []time.Duration
 				for range 300 {
-					d, err := send("one")
+					d, _, err := send("one")
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -106,7 +110,7 @@ func BenchmarkClusterR3(b *testing.B) {
 				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 
 				const senders, window = 16, 5 * time.Second
-				var done atomic.Int64
+				var done, failed atomic.Int64
 				var wg sync.WaitGroup
 				end := time.Now().Add(window)
 				for i := range senders {
@@ -114,20 +118,26 @@ func BenchmarkClusterR3(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						for time.Now().Before(end) {
-							if _, err := send(fmt.Sprintf("load%d", i)); err == nil {
+							if _, _, err := send(fmt.Sprintf("load%d", i)); err == nil {
 								done.Add(1)
+							} else {
+								failed.Add(1)
 							}
 						}
 					}()
 				}
 				wg.Wait()
 				b.ReportMetric(float64(done.Load())/window.Seconds(), "commands/s")
+				// A command that failed under load is a finding, not noise.
+				b.ReportMetric(float64(failed.Load()), "load-errors")
 
 				// A node dies: how long until a command is answered again?
 				c.kill(0)
 				killed := time.Now()
+				var answered string
 				for {
-					if _, err := send("failover"); err == nil {
+					if _, job, err := send("failover"); err == nil {
+						answered = job
 						break
 					}
 					if time.Since(killed) > time.Minute {
@@ -135,6 +145,15 @@ func BenchmarkClusterR3(b *testing.B) {
 					}
 				}
 				b.ReportMetric(time.Since(killed).Seconds()*1000, "failover-ms")
+				// What a chat adapter shows: the answer stored on CHAT.
+				chat, err := js.Stream(context.Background(), wire.StreamChat)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := waitStoredAnswer(chat, wire.ChatPostSubject("cli", "failover"), answered, time.Minute); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(time.Since(killed).Seconds()*1000, "failover-stored-ms")
 				c.start(0)
 			}
 		})
