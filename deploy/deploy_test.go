@@ -112,19 +112,26 @@ func (fakeImages) ResolveImageConfig(ctx context.Context, ref string, opt source
 	return ref, digest.FromBytes(cfg), cfg, nil
 }
 
-func TestDockerfile(t *testing.T) {
+// readDockerfile reads and parses container/Dockerfile, returning its
+// path, its text and its syntax tree.
+func readDockerfile(t *testing.T) (string, []byte, *dfparser.Result) {
+	t.Helper()
 	path := filepath.Join("container", "Dockerfile")
 	dt, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// The parser and the instruction parser with buildkit's linter: syntax
-	// errors, empty continuation lines and the rules checked while parsing.
 	res, err := dfparser.Parse(bytes.NewReader(dt))
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+	return path, dt, res
+}
+
+func TestDockerfile(t *testing.T) {
+	// The parser and the instruction parser with buildkit's linter: syntax
+	// errors, empty continuation lines and the rules checked while parsing.
+	path, dt, res := readDockerfile(t)
 	for _, w := range res.Warnings {
 		t.Errorf("%s:%d: %s", path, w.Location.Start.Line, w.Short)
 	}
