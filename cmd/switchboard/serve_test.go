@@ -70,7 +70,7 @@ func TestServeRefusesBadUsage(t *testing.T) {
 // The configuration files deploy/ ships are valid: a typo there would stop
 // every replica at start.
 func TestShippedConfigFilesAreValid(t *testing.T) {
-	for _, f := range []string{"../../deploy/kubernetes/switchboard.yaml", "../../deploy/systemd/switchboard.yaml"} {
+	for _, f := range []string{"../../deploy/kubernetes/switchboard.yaml", "../../deploy/systemd/switchboard.yaml", "../../deploy/container/switchboard.yaml"} {
 		env := map[string]string{"HOME": t.TempDir(), "SB_NATS_URL": "nats://127.0.0.1:4222"}
 		cfg, err := loadConfig(f, func(k string) string { return env[k] })
 		if err != nil {
