@@ -2,6 +2,7 @@ package lb
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -154,6 +155,35 @@ func TestReconciliationRestoresDesiredStateAfterReloadAndRestart(t *testing.T) {
 	if drifts != 1 {
 		t.Fatalf("drift reported %d times, want once", drifts)
 	}
+	// Another replica takes the reconciler over and meets the same drift:
+	// it is not said again.
+	svc2 := e.start(cfg)
+	svc.Stop(context.Background())
+	var stamps []string
+	natstest.WaitFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		ent, err := svc2.desired.kv.Get(context.Background(), keyLeader)
+		if err != nil {
+			return err
+		}
+		holder, ts, _ := strings.Cut(string(ent.Value()), " ")
+		if holder == svc2.instance && !slices.Contains(stamps, ts) {
+			stamps = append(stamps, ts)
+		}
+		if len(stamps) < 3 { // two full passes after taking over
+			return errFmt("the second replica has led %d passes", len(stamps))
+		}
+		return nil
+	})
+	drifts = 0
+	for _, p := range e.posts("", true) {
+		if strings.Contains(p.GetText(), "Drift on HAProxy lb1") {
+			drifts++
+		}
+	}
+	if drifts != 1 {
+		t.Fatalf("after a take-over the drift was reported %d times, want once", drifts)
+	}
+	svc = svc2
 
 	// status shows the desired state's reason and the live state.
 	p, _ := e.run(req{cmd: "lb status", args: map[string]string{"target": "www"}}, 10*time.Second)

@@ -397,7 +397,15 @@ func (s *Service) tell(ctx context.Context, env, name string, snap *haproxy.Snap
 		} else {
 			msg += "Left as it is (lb.drift: report). Run the lb or ratelimit command for the state you want; it then becomes the desired state."
 		}
-		s.notify(ctx, fmt.Sprintf("drift-%s-%d-%s", name, time.Now().UnixNano(), s.cfg.Drift), msg)
+		// Drift left alone is said once: its id comes from what is said, so
+		// a replica that takes the reconcile lease over and sees the same
+		// drift (its memory of what was said is empty) posts a copy the
+		// stream drops. A revert in enforce mode is news each time.
+		id := fmt.Sprintf("drift-%s-%s-%s", name, s.cfg.Drift, digest(text))
+		if s.cfg.Drift == DriftEnforce {
+			id = fmt.Sprintf("drift-%s-%d-%s", name, time.Now().UnixNano(), s.cfg.Drift)
+		}
+		s.notify(ctx, id, msg)
 		s.event(ctx, "", env, name, "drift", eventv1.Severity_SEVERITY_WARNING, fmt.Sprintf("drift on %s (%s)", name, env), text)
 	}
 }
