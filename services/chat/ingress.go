@@ -212,7 +212,19 @@ func (s *Service) dispatch(ctx context.Context, r *request, req *commandv1.Comma
 	telemetry.Inject(ctx, m.Header)
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.DispatchTimeout)
 	defer cancel()
+	// No responders can be a moment's state: the service's replicas are
+	// re-subscribing after a NATS reconnect, or one is restarting. Asking
+	// again for up to noResponderWait is safe (the command id makes it run
+	// once) and spares the person a false "not running".
 	resp, err := s.nc.RequestMsgWithContext(dctx, m)
+	giveUp := time.Now().Add(min(s.cfg.DispatchTimeout, noResponderWait))
+	for wait := 50 * time.Millisecond; errors.Is(err, nats.ErrNoResponders) && time.Now().Add(wait).Before(giveUp); wait *= 2 {
+		select {
+		case <-dctx.Done():
+		case <-time.After(wait):
+		}
+		resp, err = s.nc.RequestMsgWithContext(dctx, m)
+	}
 	jobID := wire.JobID(r.cmdID)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -243,6 +255,10 @@ func (s *Service) dispatch(ctx context.Context, r *request, req *commandv1.Comma
 		return s.refuse(ctx, r, chatv1.IngressStatus_INGRESS_STATUS_REJECTED, "rejected", req.GetCommand()+" was refused: "+ack.GetReason())
 	}
 }
+
+// noResponderWait is how long dispatch asks again while no replica of the
+// service answers, before it says none is running.
+const noResponderWait = 2 * time.Second
 
 func terminal(st commandv1.JobState) bool {
 	return st == commandv1.JobState_JOB_STATE_SUCCEEDED || st == commandv1.JobState_JOB_STATE_FAILED || st == commandv1.JobState_JOB_STATE_CANCELLED
