@@ -50,12 +50,21 @@ func parseAliases(m map[string]string) (map[string]alias, error) {
 }
 
 // expand returns the words of the command the alias stands for.
-func (a alias) expand(words []string) ([]string, error) {
+// takesValue says whether a flag of that command takes a value in the next
+// word (`--weight 5`), so the value is not taken for a placeholder; it may
+// be nil when the command is not known (yet).
+func (a alias) expand(words []string, takesValue func(flag string) bool) ([]string, error) {
 	var pos []string
 	var extra []string
-	for _, w := range words {
+	for i := 0; i < len(words); i++ {
+		w := words[i]
 		if strings.HasPrefix(w, "-") || len(pos) >= len(a.params) {
 			extra = append(extra, w)
+			name := strings.TrimLeft(w, "-")
+			if strings.HasPrefix(w, "-") && !strings.Contains(name, "=") && takesValue != nil && takesValue(name) && i+1 < len(words) {
+				i++
+				extra = append(extra, words[i])
+			}
 			continue
 		}
 		pos = append(pos, w)

@@ -33,6 +33,9 @@ func TestAnAliasRunsTheCommandItStandsFor(t *testing.T) {
 		{"flags with values pass through", "AddToLB --weight=5 web3 www --wait 90s",
 			&commandv1.CommandRequest{Command: "t add", Args: map[string]string{"host": "web3", "backend": "www"}, Flags: map[string]string{"weight": "5", "wait": "1m30s"}},
 			"added web3 to www"},
+		{"a flag's value in the next word is not taken for a placeholder", "addtolb --weight 5 web4 www",
+			&commandv1.CommandRequest{Command: "t add", Args: map[string]string{"host": "web4", "backend": "www"}, Flags: map[string]string{"weight": "5"}},
+			"added web4 to www"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

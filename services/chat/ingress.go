@@ -120,7 +120,7 @@ func (s *Service) route(ctx context.Context, r *request) *chatv1.ChatReply {
 	}
 	words := line.Words
 	if a, ok := s.aliases[strings.ToLower(words[0])]; ok {
-		words, err = a.expand(words[1:])
+		words, err = a.expand(words[1:], s.flagTakesValue(a.template))
 		if err != nil {
 			return s.refuse(ctx, r, chatv1.IngressStatus_INGRESS_STATUS_INVALID, "invalid", err.Error())
 		}
@@ -253,6 +253,23 @@ func (s *Service) dispatch(ctx context.Context, r *request, req *commandv1.Comma
 			Final: terminal(ack.GetJob().GetState()), JobState: stateText(ack.GetJob().GetState())}
 	default:
 		return s.refuse(ctx, r, chatv1.IngressStatus_INGRESS_STATUS_REJECTED, "rejected", req.GetCommand()+" was refused: "+ack.GetReason())
+	}
+}
+
+// flagTakesValue reports, for the command a template names, whether a flag
+// takes its value from the next word (every type but BOOL does).
+func (s *Service) flagTakesValue(template []string) func(string) bool {
+	sp, _ := s.reg.lookup(template)
+	if sp == nil {
+		return nil
+	}
+	return func(name string) bool {
+		for _, f := range sp.GetFlags() {
+			if f.GetName() == name {
+				return f.GetType() != commandv1.ArgType_ARG_TYPE_BOOL
+			}
+		}
+		return false
 	}
 }
 
