@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"syscall"
 	"strings"
 	"time"
 )
@@ -209,7 +210,10 @@ func (c *Client) do(ctx context.Context, op, method, path string, body any, idem
 				retryAfter = s
 			}
 		}
-		retry := e.Status == http.StatusTooManyRequests || idempotent && (e.Status == 0 || e.Status >= 500)
+		// A refused connection never reached Statuspage: even a create is
+		// safe to send again. Anything else that failed may have landed.
+		retry := e.Status == http.StatusTooManyRequests || idempotent && (e.Status == 0 || e.Status >= 500) ||
+			errors.Is(e.err, syscall.ECONNREFUSED)
 		if !retry || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				e.err = errors.Join(e.err, ctx.Err())
