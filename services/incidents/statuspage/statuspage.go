@@ -23,8 +23,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"syscall"
 	"strings"
+	"syscall"
 	"time"
 )
 
