@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -415,6 +416,83 @@ func TestNATSPermissionsOfDeployConfig(t *testing.T) {
 		}
 	})
 
+	t.Run("a service writes only the KV buckets it owns", func(t *testing.T) {
+		// The services' own buckets, as their first replica would declare them.
+		for _, b := range []string{"sb_confirm", "sb_route_threads", "sb_slack_posts", "sb_lb_desired", "sb_dns_plans", "sb_deployer", "sb_incidents_seen", "sb_watcher"} {
+			if _, err := bus.EnsureBucket(ctx, js, 3, jetstream.KeyValueConfig{Bucket: b, History: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		owns := map[string][]string{
+			"chat":      {"sb_jobs", "sb_replicas", "sb_confirm", "sb_route_threads", "sb_slack_posts"},
+			"lb":        {"sb_jobs", "sb_replicas", "sb_lb_desired"},
+			"dns":       {"sb_jobs", "sb_replicas", "sb_dns_plans"},
+			"deployer":  {"sb_jobs", "sb_replicas", "sb_deployer", "sb_inventory"},
+			"incidents": {"sb_jobs", "sb_replicas", "sb_incidents_seen"},
+			"watcher":   {"sb_jobs", "sb_replicas", "sb_watcher"},
+		}
+		all := []string{"sb_jobs", "sb_replicas", "sb_inventory", "sb_confirm", "sb_route_threads", "sb_slack_posts", "sb_lb_desired", "sb_dns_plans", "sb_deployer", "sb_incidents_seen", "sb_watcher"}
+		for user, mine := range owns {
+			nc, errs := c.connectErrs(user)
+			ujs, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var denied []string
+			for _, b := range all {
+				subj := "$KV." + b + ".permtest." + user
+				if !slices.Contains(mine, b) {
+					// A refused publish gets no answer: look for the
+					// server's violation notice instead of waiting out a
+					// timeout for each.
+					if err := nc.Publish(subj, []byte("x")); err != nil {
+						t.Fatal(err)
+					}
+					denied = append(denied, subj)
+					continue
+				}
+				kv, err := ujs.KeyValue(ctx, b)
+				if err != nil {
+					t.Fatalf("%s opening %s: %v", user, b, err)
+				}
+				pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err = kv.Put(pctx, "permtest."+user, []byte("x"))
+				pcancel()
+				if err != nil {
+					t.Errorf("%s writing its own bucket %s: %v", user, b, err)
+				}
+			}
+			nc.Flush()
+			waitFor(t, 10*time.Second, func() error {
+				for _, subj := range denied {
+					if errs.find(`Permissions Violation for Publish to "`+subj+`"`) == nil {
+						return fmt.Errorf("no violation reported for %s publishing %s", user, subj)
+					}
+				}
+				return nil
+			})
+		}
+		// Nothing refused was stored.
+		for _, b := range all {
+			kv, err := js.KeyValue(ctx, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for user, mine := range owns {
+				if _, err := kv.Get(ctx, "permtest."+user); !slices.Contains(mine, b) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+					t.Errorf("%s's refused write to %s: %v", user, b, err)
+				}
+			}
+		}
+		// Only the deployer says what the inventory is, even on EVENTS.
+		ijs, _ := jetstream.New(c.connect("incidents"))
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		if _, err := ijs.Publish(pctx, wire.SubjectInventoryChanged, []byte(`{}`)); err == nil {
+			t.Error("the incidents user could publish an inventory change")
+		}
+	})
+
 	t.Run("doctor says what a service user may do", func(t *testing.T) {
 		var out, errOut syncBuffer
 		env := map[string]string{"HOME": t.TempDir(), "SB_NATS_TLS_CA": c.ca, "SB_NATS_REPLICAS": "3"}
@@ -694,6 +772,50 @@ func TestClusterSurvivesANodeAndAReplicaKilled(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("surviving chat replica log:\n%s\nsurviving lb replica log:\n%s", chats[1].out.String(), lbs[1].out.String())
+	}
+}
+
+// TestEveryServiceRunsUnderItsOwnCredentials starts each service (default
+// configuration) as its own `switchboard serve` process with its own seed,
+// under deploy/nats's permissions, and runs a command that makes each one
+// write what it owns: the deployer its inventory and rollout state, dns a
+// plan, the watcher a mute. A permission the shipped accounts.conf forgot
+// would show here as a command that fails or never ends.
+func TestEveryServiceRunsUnderItsOwnCredentials(t *testing.T) {
+	c := startNATSCluster(t)
+	ensureR3(t, c)
+	for _, svc := range []string{"chat", "deployer", "dns", "watcher", "incidents", "lb"} {
+		startServe(t, c, svc, svc, "")
+	}
+	env := map[string]string{"HOME": t.TempDir(), "SB_NATS_TLS_CA": c.ca, "SB_NATS_REPLICAS": "3"}
+	getenv := func(k string) string { return env[k] }
+	say := func(text ...string) string {
+		t.Helper()
+		var out, errOut syncBuffer
+		args := append([]string{"switchboard", "say", "--nats", c.url(), "--creds", c.creds("cli"), "--channel", "perm", "--timeout", "90s"}, text...)
+		if code := run(context.Background(), args, getenv, nil, &out, &errOut); code != exitOK {
+			t.Fatalf("say %v as the cli user: exit %d\n%s%s", text, code, out.String(), errOut.String())
+		}
+		return out.String()
+	}
+	// The deployer publishes its example inventory at start (sb_inventory,
+	// sb.event.inventory.changed); wait for it through a command that reads it.
+	waitFor(t, 60*time.Second, func() error {
+		var out, errOut syncBuffer
+		args := []string{"switchboard", "say", "--nats", c.url(), "--creds", c.creds("cli"), "--channel", "perm", "--timeout", "30s", "enc", "get", "web@production"}
+		if code := run(context.Background(), args, getenv, nil, &out, &errOut); code != exitOK || !strings.Contains(out.String(), "web-0001") {
+			return fmt.Errorf("enc get: exit %d %s%s", code, out.String(), errOut.String())
+		}
+		return nil
+	})
+	if out := say("dns", "plan"); !strings.Contains(out, "DNS plan ") {
+		t.Fatalf("dns plan:\n%s", out)
+	}
+	if out := say("deploy", "frontend", "web@production", "--version=1.0.1"); !strings.Contains(out, "host(s) ok") {
+		t.Fatalf("deploy:\n%s", out)
+	}
+	if out := say("watcher", "mute", "web-0001", "10m"); !strings.Contains(out, "web-0001") {
+		t.Fatalf("watcher mute:\n%s", out)
 	}
 }
 
