@@ -116,7 +116,7 @@ func (o EgressOptions) withDefaults() EgressOptions {
 const (
 	// egressAckWait is how long the server waits for a post's ack before
 	// it delivers the post again, here or, after a take-over, elsewhere.
-	egressAckWait = time.Minute
+	egressAckWait = 30 * time.Second
 	// keepAliveEvery: posts held longer than this (waiting behind a
 	// failing post, or in a long batch) are reported in progress, so the
 	// server does not redeliver what this replica still holds.
