@@ -89,7 +89,7 @@ func (s *Service) requester(ctx context.Context, job *command.Job) (actor, error
 		return actor{}, command.UserErrorf("no PagerDuty user has the e-mail address %s; ask a PagerDuty admin to add it to your profile", email)
 	}
 	if err != nil {
-		return actor{}, pdFailure(err, "look you up")
+		return actor{}, pdReadFailure(err, "look you up")
 	}
 	s.users.mu.Lock()
 	s.users.m[key] = cachedUser{u: u, exp: time.Now().Add(s.users.ttl)}
@@ -118,6 +118,24 @@ func (s *Service) jobContext(ctx context.Context, job *command.Job) (context.Con
 		}
 	})
 	return ctx, cancel
+}
+
+// pdReadFailure is pdFailure for a read: when PagerDuty could not be
+// reached or failed, nothing can have changed, and the person is told so.
+func pdReadFailure(err error, doing string) error {
+	var perr *pd.Error
+	if errors.As(err, &perr) && (perr.Unreachable || perr.Status >= 500) {
+		attempts := ""
+		if perr.Attempts > 1 {
+			attempts = fmt.Sprintf(" (%d attempts before the command's deadline)", perr.Attempts)
+		}
+		why := "could not be reached"
+		if !perr.Unreachable {
+			why = fmt.Sprintf("answered HTTP %d", perr.Status)
+		}
+		return command.UserErrorf("PagerDuty %s%s, so I could not %s. Nothing was changed; try again in a moment", why, attempts, doing)
+	}
+	return pdFailure(err, doing)
 }
 
 // pdFailure turns a PagerDuty error into the sentence the person reads.
@@ -204,7 +222,7 @@ func (s *Service) findIncidents(ctx context.Context, refs []ref, anyAge bool) ([
 				return nil, command.UserErrorf("PagerDuty has no incident %s", r.id)
 			}
 			if err != nil {
-				return nil, pdFailure(err, "look up incident "+r.id)
+				return nil, pdReadFailure(err, "look up incident "+r.id)
 			}
 			out = append(out, inc)
 			continue
@@ -212,7 +230,7 @@ func (s *Service) findIncidents(ctx context.Context, refs []ref, anyAge bool) ([
 		if open == nil {
 			var err error
 			if open, err = s.pager.Incidents(ctx, pd.ListOptions{Statuses: []string{pd.StatusTriggered, pd.StatusAcknowledged}}); err != nil {
-				return nil, pdFailure(err, "list open incidents")
+				return nil, pdReadFailure(err, "list open incidents")
 			}
 		}
 		i := slices.IndexFunc(open, func(inc pd.Incident) bool { return inc.Number == r.number })
@@ -220,7 +238,7 @@ func (s *Service) findIncidents(ctx context.Context, refs []ref, anyAge bool) ([
 			if all == nil {
 				var err error
 				if all, err = s.pager.Incidents(ctx, pd.ListOptions{All: true, Max: 1000}); err != nil {
-					return nil, pdFailure(err, "list incidents")
+					return nil, pdReadFailure(err, "list incidents")
 				}
 			}
 			if j := slices.IndexFunc(all, func(inc pd.Incident) bool { return inc.Number == r.number }); j >= 0 {

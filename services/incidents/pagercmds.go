@@ -105,7 +105,7 @@ func (s *Service) manage(ctx context.Context, job *command.Job, status string) e
 		}
 		targets, err = s.pager.Incidents(ctx, pd.ListOptions{Statuses: []string{mine}, UserIDs: []string{who.user.ID}})
 		if err != nil {
-			return pdFailure(err, "list your incidents")
+			return pdReadFailure(err, "list your incidents")
 		}
 		if len(targets) == 0 {
 			return job.Done(ctx, fmt.Sprintf("Nothing to %s: no %s incidents are assigned to you (%s) in PagerDuty.", verb, mine, who.from))
@@ -232,7 +232,7 @@ func (s *Service) oncall(ctx context.Context, job *command.Job) error {
 	}
 	ocs, err := s.pager.OnCalls(ctx, ids)
 	if err != nil {
-		return pdFailure(err, "list who is on call")
+		return pdReadFailure(err, "list who is on call")
 	}
 	if len(ocs) == 0 {
 		return job.Done(ctx, "Nobody is on call for "+label+" in PagerDuty right now.")
