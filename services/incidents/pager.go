@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/switchboard-ops/switchboard/kit/command"
 	"github.com/switchboard-ops/switchboard/services/incidents/pd"
+	"github.com/switchboard-ops/switchboard/services/incidents/statuspage"
 )
 
 // Pager is the part of PagerDuty the commands use. *pd.Client implements
@@ -101,8 +103,9 @@ func (s *Service) requester(ctx context.Context, job *command.Job) (actor, error
 // The request's Deadline is not used here: it says by when the work must
 // start (kit/command refuses a request that arrives after it), and the
 // chat sets it a few seconds out, far too soon for a Retry-After wait or a
-// job taken over from another replica. Retries report themselves in the
-// thread (the first and every fifth), so a person waiting knows why.
+// job taken over from another replica. Retries, of PagerDuty and of the
+// status page, report themselves in the thread (the first and every
+// fifth), so a person waiting knows why.
 func (s *Service) jobContext(ctx context.Context, job *command.Job) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
 	ctx = pd.WithRetryNotify(ctx, func(r pd.Retry) {
@@ -115,6 +118,18 @@ func (s *Service) jobContext(ctx context.Context, job *command.Job) (context.Con
 				why = fmt.Sprintf("answered HTTP %d", r.Err.Status)
 			}
 			job.Progressf(ctx, "PagerDuty %s; trying again in %s (attempt %d).", why, r.Wait.Round(100*time.Millisecond), r.Attempt+1)
+		}
+	})
+	ctx = statuspage.WithRetryNotify(ctx, func(r statuspage.Retry) {
+		if r.Attempt == 1 || r.Attempt%5 == 0 {
+			why := "did not answer"
+			switch {
+			case r.Err.Status == http.StatusTooManyRequests:
+				why = "is rate-limiting us (HTTP 429)"
+			case r.Err.Status >= 500:
+				why = fmt.Sprintf("answered HTTP %d", r.Err.Status)
+			}
+			job.Progressf(ctx, "The status page %s; trying again in %s (attempt %d).", why, r.Wait.Round(100*time.Millisecond), r.Attempt+1)
 		}
 	})
 	return ctx, cancel

@@ -93,6 +93,23 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.err }
 
+// Retry is one retry the client is about to make: after Attempt failed
+// attempts, it waits Wait because of Err.
+type Retry struct {
+	Attempt int
+	Wait    time.Duration
+	Err     *Error
+}
+
+type notifyKey struct{}
+
+// WithRetryNotify returns a context under which every retry is reported to
+// f before the client waits, so a command can tell the person why it is
+// slow.
+func WithRetryNotify(ctx context.Context, f func(Retry)) context.Context {
+	return context.WithValue(ctx, notifyKey{}, f)
+}
+
 // Client talks to one status page.
 type Client struct {
 	base   string
@@ -226,6 +243,9 @@ func (c *Client) do(ctx context.Context, op, method, path string, body any, idem
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Now().Add(wait).After(dl) {
 			return e
+		}
+		if notify, ok := ctx.Value(notifyKey{}).(func(Retry)); ok {
+			notify(Retry{Attempt: attempt + 1, Wait: wait, Err: e})
 		}
 		t := time.NewTimer(wait)
 		select {
