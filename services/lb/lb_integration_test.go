@@ -183,6 +183,10 @@ func TestReconciliationRestoresDesiredStateAfterReloadAndRestart(t *testing.T) {
 	if drifts != 1 {
 		t.Fatalf("after a take-over the drift was reported %d times, want once", drifts)
 	}
+	// It knew, rather than relying on the stream to drop a copy.
+	if got := svc2.said.get("lb1/" + serverKey("production", "www", "web2")); got != "ready" {
+		t.Fatalf("the new reconciler's memory of the drift on web2: %q, want what was said (ready)", got)
+	}
 	svc = svc2
 
 	// status shows the desired state's reason and the live state.

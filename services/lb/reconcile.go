@@ -28,14 +28,26 @@ func (s *Service) reconcileLoop(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTimer(s.cfg.ReconcileInterval / 4)
 	defer t.Stop()
+	leading := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if s.lead(ctx) {
+		if !s.lead(ctx) {
+			// Another replica leads; when this one leads again, what was
+			// said meanwhile is in the bucket.
+			leading = false
+		} else {
 			rctx, cancel := context.WithTimeout(ctx, max(s.cfg.ReconcileInterval, 10*time.Second))
+			if !leading {
+				// Taking over: start from what earlier leaders said.
+				if err := s.said.load(rctx); err != nil {
+					s.log.Warn("load what the reconciler said", "error", err)
+				}
+			}
+			leading = true
 			s.reconcile(rctx)
 			cancel()
 		}
@@ -167,7 +179,7 @@ func (s *Service) reconcileEnv(ctx context.Context, env string) error {
 				if it.pending {
 					confirmed = append(confirmed, it)
 				}
-				delete(s.said, in.name+"/"+key)
+				s.said.del(ctx, in.name+"/"+key)
 				continue
 			}
 			items = append(items, it)
@@ -197,7 +209,7 @@ func (s *Service) reconcileEnv(ctx context.Context, env string) error {
 			case it.pending:
 				confirmed = append(confirmed, it)
 			default:
-				delete(s.said, in.name+"/"+it.key)
+				s.said.del(ctx, in.name+"/"+it.key)
 			}
 		}
 		sort.Slice(items, func(i, j int) bool { return items[i].key < items[j].key })
@@ -220,7 +232,7 @@ func (s *Service) reconcileEnv(ctx context.Context, env string) error {
 			}
 		}
 		failed := s.applyItems(ctx, in, apply)
-		restore, catchup = s.unsaid(in.name, restore, failed), s.unsaid(in.name, catchup, failed)
+		restore, catchup = s.unsaid(ctx, in.name, restore, failed), s.unsaid(ctx, in.name, catchup, failed)
 		s.tell(ctx, env, in.name, snap, seen, restore, catchup, drift, failed)
 		if _, err := put(ctx, s.desired.kv, seenKey, &seenInstance{Pid: snap.Info.Pid, UptimeSec: snap.Info.UptimeSec, At: time.Now().UTC()}, 0); err != nil {
 			return err
@@ -283,21 +295,21 @@ func (s *Service) settleItems(ctx context.Context, instance string, items []item
 // unsaid drops the items whose change failed exactly as it was already
 // said: an instance that keeps refusing a change is retried every interval,
 // but told about once per distinct failure.
-func (s *Service) unsaid(instance string, items []item, failed map[string]error) []item {
+func (s *Service) unsaid(ctx context.Context, instance string, items []item, failed map[string]error) []item {
 	var out []item
 	for _, it := range items {
 		k := instance + "/" + it.key
 		e := failed[it.key]
 		if e == nil {
-			delete(s.said, k)
+			s.said.del(ctx, k)
 			out = append(out, it)
 			continue
 		}
 		said := it.what + " | " + e.Error()
-		if s.said[k] == said {
+		if s.said.get(k) == said {
 			continue
 		}
-		s.said[k] = said
+		s.said.set(ctx, k, said)
 		out = append(out, it)
 	}
 	return out
@@ -377,15 +389,15 @@ func (s *Service) tell(ctx context.Context, env, name string, snap *haproxy.Snap
 		if e := failed[it.key]; e != nil {
 			said += " | " + e.Error()
 		}
-		if s.said[k] == said {
+		if s.said.get(k) == said {
 			continue
 		}
 		// Reverted drift (enforce) is said each time a person makes it;
 		// drift left alone, or a revert that failed, once.
 		if s.cfg.Drift == DriftReport || failed[it.key] != nil {
-			s.said[k] = said
+			s.said.set(ctx, k, said)
 		} else {
-			delete(s.said, k)
+			s.said.del(ctx, k)
 		}
 		fresh = append(fresh, it)
 	}
@@ -397,10 +409,11 @@ func (s *Service) tell(ctx context.Context, env, name string, snap *haproxy.Snap
 		} else {
 			msg += "Left as it is (lb.drift: report). Run the lb or ratelimit command for the state you want; it then becomes the desired state."
 		}
-		// Drift left alone is said once: its id comes from what is said, so
-		// a replica that takes the reconcile lease over and sees the same
-		// drift (its memory of what was said is empty) posts a copy the
-		// stream drops. A revert in enforce mode is news each time.
+		// Drift left alone is said once: a replica that takes the
+		// reconciler over loads what was said (said.go), and the id comes
+		// from what is said, so a copy posted anyway (what was said could
+		// not be stored) is dropped by the stream. A revert in enforce
+		// mode is news each time.
 		id := fmt.Sprintf("drift-%s-%s-%s", name, s.cfg.Drift, digest(text))
 		if s.cfg.Drift == DriftEnforce {
 			id = fmt.Sprintf("drift-%s-%d-%s", name, time.Now().UnixNano(), s.cfg.Drift)

@@ -189,10 +189,8 @@ type Service struct {
 	servers []*command.Server
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	// said remembers, per instance/key, the drift or the failure to
-	// restore last said in the ops conversation, so each is said once
-	// rather than every reconcile interval (reconcile loop only).
-	said map[string]string
+	// said is what the reconciler last said per difference (said.go).
+	said *saidStore
 }
 
 // New prepares an lb replica: it declares sb_lb_desired and builds the
@@ -260,7 +258,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 		inv:      inventory.NewCache(inv),
 		fleet:    f,
 		instance: d.Instance,
-		said:     map[string]string{},
+		said:     &saidStore{kv: kv, log: d.Log.With("service", ServiceLB, "instance", d.Instance), m: map[string]string{}},
 	}, nil
 }
 
