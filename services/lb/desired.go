@@ -114,23 +114,32 @@ type entry[T any] struct {
 	rev uint64
 }
 
-func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uint64, error) {
-	// A read, like a write, can find no responder while a NATS node is
-	// down and the client reconnects or the bucket elects a leader.
-	var e jetstream.KeyValueEntry
+// retryTransient runs op until it succeeds or fails for good, trying again
+// while the bucket cannot answer: a NATS node died and the client
+// reconnects, or the bucket elects a leader (or was just created). Each
+// attempt has its own 3 s; all stay within ctx.
+func retryTransient(ctx context.Context, op func(ctx context.Context) error) error {
 	var err error
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		e, err = kv.Get(actx, key)
+		err = op(actx)
 		cancel()
 		if !transient(err) || ctx.Err() != nil || attempt >= 10 {
-			break
+			return err
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
 		}
 	}
+}
+
+func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uint64, error) {
+	var e jetstream.KeyValueEntry
+	err := retryTransient(ctx, func(ctx context.Context) (err error) {
+		e, err = kv.Get(ctx, key)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
 	}
@@ -145,33 +154,23 @@ func get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (*T, uin
 }
 
 // put writes v; with rev > 0 only if the key is still at rev. It returns
-// the revision written, or 0 when the key was no longer at rev.
+// the revision written, or 0 when the key was no longer at rev. A retried
+// Update that had in fact landed comes back as a conflict, which callers
+// already handle by reading again.
 func put(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint64) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
-	// A write can time out while the bucket's leader is being elected (a
-	// NATS node died, or the bucket was just created): try again within
-	// the caller's deadline. A retried Update that had in fact landed comes
-	// back as a conflict, which callers already handle by reading again.
 	var written uint64
-	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	err = retryTransient(ctx, func(ctx context.Context) (err error) {
 		if rev == 0 {
-			written, err = kv.Put(actx, key, b)
+			written, err = kv.Put(ctx, key, b)
 		} else {
-			written, err = kv.Update(actx, key, b, rev)
+			written, err = kv.Update(ctx, key, b, rev)
 		}
-		cancel()
-		if !transient(err) || ctx.Err() != nil || attempt >= 10 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
-		}
-	}
+		return err
+	})
 	if conflict(err) {
 		return 0, nil
 	}
