@@ -426,9 +426,11 @@ func (s *Service) onChatIn(m *nats.Msg) {
 			s.log.Warn("chat bridge: message refused", "bridge", bridge, "identity", msg.GetAuthor().GetId(), "reason", refusal)
 			rec := &auditv1.Record{Stage: auditv1.Stage_STAGE_DECISION, Identity: msg.GetAuthor(), Conversation: msg.GetConversation(),
 				Raw: msg.GetText(), Outcome: "denied", Detail: refusal, Service: "chat", Instance: s.instance}
-			if _, err := emit.Audit(context.Background(), s.js, rec); err != nil {
+			actx, cancel := context.WithTimeout(context.Background(), s.cfg.DispatchTimeout+5*time.Second)
+			if _, err := emit.Audit(actx, s.js, rec); err != nil {
 				s.log.Error("write audit record", "error", err)
 			}
+			cancel()
 			reply = &chatv1.ChatReply{Status: chatv1.IngressStatus_INGRESS_STATUS_DENIED, Message: refusal, Final: true}
 		} else {
 			ctx := extract(context.Background(), m.Header)
